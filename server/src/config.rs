@@ -1,0 +1,144 @@
+//! The one `Config`: every flag, each also read from a `SWITCHBOARD_<NAME>` env var.
+//!
+//! It is built once at start-up and shared read-only. Sizes and durations go through
+//! [`crate::units`] so that every flag accepts both plain numbers and units.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use switchboard_actors::SlowConsumerPolicy;
+
+use crate::units::{parse_duration, parse_usize_bytes};
+
+/// Switchboard: a WebSocket + HTTP server for chat and live-broadcast backends.
+///
+/// Every flag can also be given as an environment variable named SWITCHBOARD_<FLAG>, e.g.
+/// SWITCHBOARD_BIND=0.0.0.0:7681. Sizes accept plain bytes or units (64KiB, 16MiB); durations
+/// accept plain seconds or units (500ms, 2m).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "switchboard", version, about, long_about)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "SWITCHBOARD_BIND", default_value = "127.0.0.1:7681")]
+    pub bind: SocketAddr,
+
+    /// Worker threads, each with its own connections and registry shard [default: number of cores].
+    #[arg(long, env = "SWITCHBOARD_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Directory served over HTTP (relative to the working directory).
+    #[arg(long, env = "SWITCHBOARD_STATIC_DIR", default_value = "./static")]
+    pub static_dir: PathBuf,
+
+    /// Value of the Cache-Control header on static files.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CACHE_CONTROL",
+        default_value = "public, max-age=60"
+    )]
+    pub cache_control: String,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG wins when set.
+    #[arg(long, env = "SWITCHBOARD_LOG_LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// WebSocket protocol used when the client offers none in Sec-WebSocket-Protocol.
+    #[arg(long, env = "SWITCHBOARD_DEFAULT_PROTOCOL", default_value = "echo")]
+    pub default_protocol: String,
+
+    /// Largest WebSocket message, after reassembling fragments; larger ones close with 1009.
+    #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_usize_bytes)]
+    pub max_message_size: usize,
+
+    /// Bytes a connection may have queued for its socket before the slow-consumer policy applies.
+    #[arg(long, env = "SWITCHBOARD_MAX_BACKLOG", default_value = "1MiB", value_parser = parse_usize_bytes)]
+    pub max_backlog: usize,
+
+    /// What happens to a connection over --max-backlog: close it with 1008 "slow consumer", or
+    /// drop broadcast messages for it until it drains.
+    #[arg(long, env = "SWITCHBOARD_SLOW_CONSUMER", default_value = "close")]
+    pub slow_consumer: SlowConsumerArg,
+
+    /// Interval between the server's WebSocket pings.
+    #[arg(long, env = "SWITCHBOARD_PING_INTERVAL", default_value = "30", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A WebSocket peer silent for this long is closed (1001 "idle timeout").
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value = "120", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a closing WebSocket may take to finish the close handshake before its TCP
+    /// connection is ended anyway.
+    #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "5", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+}
+
+/// Log levels accepted by `--log-level`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// `--slow-consumer` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SlowConsumerArg {
+    Close,
+    Drop,
+}
+
+impl From<SlowConsumerArg> for SlowConsumerPolicy {
+    fn from(arg: SlowConsumerArg) -> Self {
+        match arg {
+            SlowConsumerArg::Close => SlowConsumerPolicy::Close,
+            SlowConsumerArg::Drop => SlowConsumerPolicy::Drop,
+        }
+    }
+}
+
+impl Config {
+    /// Parses the command line and environment. Help and version print and exit 0; any other
+    /// problem prints one line naming the flag and exits 2.
+    pub fn from_args() -> Config {
+        match Config::try_parse() {
+            Ok(config) => config,
+            Err(err) => {
+                use clap::error::ErrorKind;
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                ) {
+                    err.exit();
+                }
+                let rendered = err.render().to_string();
+                let first_line = rendered.lines().next().unwrap_or("invalid arguments");
+                eprintln!("switchboard: {}", first_line.trim_start_matches("error: "));
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Worker threads to run: the flag, or one per core.
+    pub fn worker_count(&self) -> usize {
+        self.workers.map(usize::from).unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}

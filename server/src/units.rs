@@ -1,0 +1,60 @@
+//! Parsers for sizes and durations on the command line, in env vars and in config files.
+//!
+//! Every size flag of the project accepts a plain number of bytes (`1048576`) or a number with a
+//! unit (`64KiB`, `16MiB`, `1GB`); every duration flag accepts a plain number of seconds (`30`) or
+//! a number with a unit (`500ms`, `2m`, `1h 30m`). One parser each keeps that promise uniform.
+
+use std::time::Duration;
+
+/// Parses a byte size: plain bytes, or a number with a decimal (kB, MB) or binary (KiB, MiB) unit.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty size".into());
+    }
+    text.parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| format!("`{text}` is not a size (examples: 65536, 64KiB, 16MiB)"))
+}
+
+/// Parses a byte size that must fit in memory-sized arithmetic (`usize`).
+pub fn parse_usize_bytes(text: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(text)?;
+    usize::try_from(bytes).map_err(|_| format!("`{text}` is too large"))
+}
+
+/// Parses a duration: plain seconds, or a number with a unit (`ms`, `s`, `m`, `h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration (examples: 30, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_plain_numbers_and_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("16MiB"), Ok(16 * 1024 * 1024));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2kB"), Ok(2000));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("-5").is_err());
+    }
+
+    #[test]
+    fn durations_accept_plain_seconds_and_units() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Shared helpers for the end-to-end tests: start the real `switchboard` binary on port 0, read
+//! the bound address from its log, and stop it (by PID) when the test ends.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+/// A running server, stopped when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The project's `static/` directory.
+pub fn project_static_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../static")
+}
+
+impl Server {
+    /// Starts the server serving the project's `static/` with extra flags.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let static_dir = project_static_dir();
+        let mut args = vec!["--static-dir", static_dir.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        Server::start_with(&args)
+    }
+
+    /// Starts the server with exactly these flags (plus `--bind 127.0.0.1:0` unless given).
+    pub fn start_with(args: &[&str]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        if !args.contains(&"--bind") {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
+        command
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("SWITCHBOARD_LOG_LEVEL", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start switchboard");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let (Ok(addr), Some(tx)) = (addr.parse::<SocketAddr>(), addr_tx.take()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not report its address; log: {:?}", log.lock().unwrap());
+            }
+        };
+        Server { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The server's resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
