@@ -26,3 +26,7 @@ pub struct SessionConfig {
 /// whose peer stopped reading can be ended even though its actor cannot run.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionFd(pub RawFd);
+
+/// Settings of the protocol plug-ins, given to each protocol when a connection opens.
+#[derive(Debug, Clone, Default)]
+pub struct ProtocolSettings {}

@@ -1,6 +1,30 @@
-//! Connection actors, the sharded registry and the protocol plug-ins.
+//! Connection actors, the sharded registry and the protocol plug-ins of Switchboard.
+//!
+//! See DESIGN.md: a [`session::Session`] actor per connection, a [`registry`] shard per worker,
+//! protocols as plug-ins ([`protocol::Protocol`], [`protocols`]). The actix-web-actors specifics
+//! are confined to [`transport`].
 
+pub mod assembler;
+pub mod close;
 pub mod config;
+pub mod message;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod protocols;
 pub mod registry;
+pub mod session;
+pub mod transport;
 
-pub use config::{ConnectionFd, SessionConfig, SlowConsumerPolicy};
+pub use config::{ConnectionFd, ProtocolSettings, SessionConfig, SlowConsumerPolicy};
+pub use message::Message;
+
+/// A connection's id, unique in the process.
+pub type SessionId = u64;
+
+/// Hands out connection ids.
+pub fn next_session_id() -> SessionId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

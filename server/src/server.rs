@@ -35,10 +35,10 @@ impl StartError {
 /// Runs the server until it is stopped.
 pub fn run(config: Config) -> Result<(), StartError> {
     let static_files = http::StaticFiles::open(&config.static_dir, &config.cache_control)?;
-    let handshake = ws::Handshake::new(&config)?;
+    let session_config = Arc::new(session_config(&config));
+    let handshake = ws::Handshake::new(&config, session_config.clone())?;
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
-    let session_config = Arc::new(session_config(&config));
 
     actix_web::rt::System::new().block_on(async move {
         let static_files = web::Data::new(static_files);

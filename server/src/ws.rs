@@ -1,15 +1,175 @@
-//! The WebSocket handshake (placeholder).
+//! The WebSocket handshake: any request carrying `Upgrade: websocket` is one, whatever its path
+//! (as in libwebsockets: `http://host/` serves the page, `ws://host/` upgrades on the same path).
+//! It checks the request, picks the protocol from `Sec-WebSocket-Protocol`, and starts a session.
 
-use actix_web::web;
+use std::{rc::Rc, sync::Arc, time::SystemTime};
+
+use actix_web::{
+    guard::{self, GuardContext},
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse, ResponseError,
+};
+use switchboard_actors::{
+    next_session_id,
+    outbox::Outbox,
+    protocol::{ConnectionInfo, ProtocolSpec},
+    protocols,
+    session::Session,
+    transport, ConnectionFd, ProtocolSettings, SessionConfig,
+};
 
 use crate::{config::Config, server::StartError};
 
-pub struct Handshake;
+/// What the handshake needs, built once at start-up.
+pub struct Handshake {
+    default_protocol: &'static ProtocolSpec,
+    session: Arc<SessionConfig>,
+    settings: ProtocolSettings,
+}
 
 impl Handshake {
-    pub fn new(_config: &Config) -> Result<Handshake, StartError> {
-        Ok(Handshake)
+    pub fn new(config: &Config, session: Arc<SessionConfig>) -> Result<Handshake, StartError> {
+        let default_protocol = protocols::find(&config.default_protocol).ok_or_else(|| {
+            StartError::UnknownDefaultProtocol {
+                name: config.default_protocol.clone(),
+                known: protocols::names(),
+            }
+        })?;
+        Ok(Handshake {
+            default_protocol,
+            session,
+            settings: ProtocolSettings::default(),
+        })
     }
 }
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+/// Why a handshake was refused; each maps to a status and a plain-text reason.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeRefusal {
+    #[error("a WebSocket handshake must use GET")]
+    NotGet,
+    #[error("a WebSocket handshake needs `Connection: Upgrade`")]
+    NoConnectionUpgrade,
+    #[error("a WebSocket handshake needs `Upgrade: websocket`")]
+    NoUpgrade,
+    #[error("unsupported WebSocket version: this server speaks version 13")]
+    UnsupportedVersion,
+    #[error("missing or malformed Sec-WebSocket-Key")]
+    BadKey,
+    #[error(
+        "none of the offered protocols ({offered}) is served here; this server speaks: {known}"
+    )]
+    UnknownProtocol { offered: String, known: String },
+}
+
+impl ResponseError for HandshakeRefusal {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HandshakeRefusal::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let HandshakeRefusal::UnsupportedVersion = self {
+            response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+        }
+        response
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("{self}\n"))
+    }
+}
+
+impl From<actix_http::ws::HandshakeError> for HandshakeRefusal {
+    fn from(err: actix_http::ws::HandshakeError) -> Self {
+        use actix_http::ws::HandshakeError as E;
+        match err {
+            E::GetMethodRequired => HandshakeRefusal::NotGet,
+            E::NoWebsocketUpgrade => HandshakeRefusal::NoUpgrade,
+            E::NoConnectionUpgrade => HandshakeRefusal::NoConnectionUpgrade,
+            E::NoVersionHeader | E::UnsupportedVersion => HandshakeRefusal::UnsupportedVersion,
+            E::BadWebsocketKey => HandshakeRefusal::BadKey,
+        }
+    }
+}
+
+/// Registers the handshake ahead of every other route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("")
+            .guard(guard::fn_guard(asks_for_websocket))
+            .default_service(web::to(upgrade)),
+    );
+}
+
+/// `Upgrade: websocket` (case-insensitive, possibly among other tokens).
+fn asks_for_websocket(ctx: &GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get_all(header::UPGRADE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+}
+
+async fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    handshake: web::Data<Handshake>,
+) -> Result<HttpResponse, HandshakeRefusal> {
+    actix_http::ws::verify_handshake(req.head())?;
+    let spec = choose_protocol(&req, handshake.default_protocol)?;
+    let info = ConnectionInfo {
+        id: next_session_id(),
+        protocol: spec.name,
+        peer: req.peer_addr(),
+        path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        connected_at: SystemTime::now(),
+    };
+    let config = &handshake.session;
+    let fd = req.conn_data::<ConnectionFd>().map(|fd| fd.0);
+    let outbox = Rc::new(Outbox::new(config.max_backlog, config.slow_consumer, fd));
+    let protocol = (spec.open)(&info, &handshake.settings);
+    let session = Session::new(protocol, info, outbox.clone(), config.max_message_size);
+    Ok(transport::start(
+        &req,
+        payload,
+        spec.name,
+        config.max_message_size,
+        session,
+        outbox,
+    ))
+}
+
+/// The first protocol the client offers that this server knows; none offered → the default.
+fn choose_protocol(
+    req: &HttpRequest,
+    default: &'static ProtocolSpec,
+) -> Result<&'static ProtocolSpec, HandshakeRefusal> {
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .collect();
+    if offered.is_empty() {
+        return Ok(default);
+    }
+    offered
+        .iter()
+        .find_map(|name| protocols::find(name))
+        .ok_or_else(|| HandshakeRefusal::UnknownProtocol {
+            offered: offered.join(", "),
+            known: protocols::names(),
+        })
+}

@@ -1,8 +1,12 @@
 //! The sharded registry: one shard per worker thread.
+//!
+//! A connection registers in the shard of the worker that owns it. A broadcast reaches the local
+//! members directly and crosses to each other shard once, carrying one shared payload. Messages
+//! from one sender cross through one mailbox per shard, so every receiver sees them in order.
 
-use std::sync::Arc;
+mod directory;
+mod group;
+mod shard;
 
-use crate::SessionConfig;
-
-/// Starts this worker's shard (once per thread).
-pub fn start_local_shard(_config: Arc<SessionConfig>) {}
+pub use group::GroupKey;
+pub use shard::{local_shard, start_local_shard, ShardCore};

@@ -1,0 +1,101 @@
+//! Why a WebSocket connection is closed, and the one mapping from that to a close code.
+
+use actix_http::ws::ProtocolError;
+
+/// Close codes of RFC 6455 §7.4.1 that the server sends.
+pub mod code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+}
+
+/// A reason for the server to close a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloseError {
+    /// The peer broke RFC 6455 framing rules.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A text message (or close reason) was not valid UTF-8.
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    /// A message grew past `--max-message-size`.
+    #[error("message too big")]
+    TooBig,
+    /// The connection's outbound backlog passed `--max-backlog` under the `close` policy.
+    #[error("slow consumer")]
+    SlowConsumer,
+    /// The peer said nothing for `--idle-timeout`.
+    #[error("idle timeout")]
+    IdleTimeout,
+}
+
+impl CloseError {
+    /// The close code sent for this reason.
+    pub fn code(&self) -> u16 {
+        match self {
+            CloseError::Protocol(_) => code::PROTOCOL_ERROR,
+            CloseError::InvalidUtf8 => code::INVALID_PAYLOAD,
+            CloseError::TooBig => code::TOO_BIG,
+            CloseError::SlowConsumer => code::POLICY,
+            CloseError::IdleTimeout => code::GOING_AWAY,
+        }
+    }
+
+    /// The close reason sent for this error (at most 123 bytes, as a close frame allows).
+    pub fn reason(&self) -> String {
+        let mut reason = self.to_string();
+        truncate_to_char_boundary(&mut reason, 123);
+        reason
+    }
+
+    /// Maps an error of actix-http's frame decoder. `None` means the transport itself failed
+    /// (the peer is gone), so there is nobody to send a close frame to.
+    pub fn from_decoder(err: &ProtocolError) -> Option<CloseError> {
+        Some(match err {
+            ProtocolError::Overflow => CloseError::TooBig,
+            ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                // The decoder reports non-zero reserved bits as InvalidData.
+                CloseError::Protocol(io.to_string())
+            }
+            // actix-web-actors reports a text frame that is not UTF-8 as an `Other` I/O error
+            // carrying the `Utf8Error` text; any other I/O error comes from the socket.
+            ProtocolError::Io(io) if io.to_string().contains("utf-8") => CloseError::InvalidUtf8,
+            ProtocolError::Io(_) => return None,
+            other => CloseError::Protocol(other.to_string()),
+        })
+    }
+}
+
+fn truncate_to_char_boundary(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_has_its_code() {
+        assert_eq!(CloseError::Protocol("x".into()).code(), 1002);
+        assert_eq!(CloseError::InvalidUtf8.code(), 1007);
+        assert_eq!(CloseError::TooBig.code(), 1009);
+        assert_eq!(CloseError::SlowConsumer.code(), 1008);
+        assert_eq!(CloseError::SlowConsumer.reason(), "slow consumer");
+    }
+
+    #[test]
+    fn reasons_fit_in_a_control_frame() {
+        let long = CloseError::Protocol("é".repeat(200));
+        assert!(long.reason().len() <= 123);
+    }
+}

@@ -1,0 +1,382 @@
+//! A connection's outbound queue: every frame the server sends to one peer passes through it.
+//!
+//! libwebsockets' rule is "only write when writable". The queue is drained by the response body
+//! (see [`crate::transport`]) only when actix-http asks for more bytes, i.e. when the socket has
+//! taken what it had. So `queued - written` is exactly the connection's backlog, and producers
+//! (the session itself, the shard fanning out a broadcast, the watchdog sending pings) check it
+//! before adding more: over `--max-backlog` the slow-consumer policy applies, and memory stays
+//! bounded however slow the peer is.
+//!
+//! Everything here lives on the connection's worker thread (`Rc`/`Cell`, no locks).
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    os::fd::RawFd,
+    task::Waker,
+    time::Instant,
+};
+
+use actix_http::ws::OpCode;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{close::CloseError, message::Message, metrics::METRICS, SlowConsumerPolicy};
+
+/// One frame to write. The payload is shared, never copied per recipient.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub opcode: OpCode,
+    pub fin: bool,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn message(message: &Message) -> Frame {
+        match message {
+            Message::Text(text) => Frame::data(OpCode::Text, true, text.as_bytes().clone()),
+            Message::Binary(data) => Frame::data(OpCode::Binary, true, data.clone()),
+        }
+    }
+
+    pub fn data(opcode: OpCode, fin: bool, payload: Bytes) -> Frame {
+        Frame {
+            opcode,
+            fin,
+            payload,
+        }
+    }
+
+    pub fn ping(payload: Bytes) -> Frame {
+        Frame::data(OpCode::Ping, true, payload)
+    }
+
+    pub fn pong(payload: Bytes) -> Frame {
+        Frame::data(OpCode::Pong, true, payload)
+    }
+
+    /// A close frame; `None` sends one with no status code (the answer to a close without one).
+    pub fn close(status: Option<(u16, &str)>) -> Frame {
+        let mut payload = BytesMut::new();
+        if let Some((code, reason)) = status {
+            payload.put_u16(code);
+            payload.put_slice(reason.as_bytes());
+        }
+        Frame::data(OpCode::Close, true, payload.freeze())
+    }
+
+    /// Bytes this frame takes on the wire (server frames are not masked).
+    pub fn wire_len(&self) -> usize {
+        header_len(self.payload.len()) + self.payload.len()
+    }
+}
+
+/// Length of an unmasked frame header for a payload of `len` bytes (RFC 6455 §5.2).
+pub fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// What became of a frame handed to [`Outbox::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Skipped: the peer is over its backlog and the policy is `drop`.
+    Dropped,
+    /// Not sent: the connection is closing (a close frame is queued or written).
+    Closed,
+}
+
+/// What the writer does once the close frame is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterClose {
+    /// End the TCP connection right away (failing the connection, or answering the peer's close).
+    End,
+    /// Wait for the peer's close frame, up to `--close-timeout`.
+    AwaitPeer,
+}
+
+/// The outbound queue and liveness record of one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    frames: RefCell<VecDeque<Frame>>,
+    queued_bytes: Cell<u64>,
+    written_bytes: Cell<u64>,
+    waker: RefCell<Option<Waker>>,
+    close_queued_at: Cell<Option<Instant>>,
+    after_close: Cell<AfterClose>,
+    finish_requested: Cell<bool>,
+    writer_alive: Cell<bool>,
+    last_heard: Cell<Instant>,
+    last_ping: Cell<Instant>,
+    max_backlog: u64,
+    policy: SlowConsumerPolicy,
+    fd: Option<RawFd>,
+}
+
+impl Outbox {
+    pub fn new(max_backlog: usize, policy: SlowConsumerPolicy, fd: Option<RawFd>) -> Outbox {
+        let now = Instant::now();
+        Outbox {
+            frames: RefCell::new(VecDeque::new()),
+            queued_bytes: Cell::new(0),
+            written_bytes: Cell::new(0),
+            waker: RefCell::new(None),
+            close_queued_at: Cell::new(None),
+            after_close: Cell::new(AfterClose::AwaitPeer),
+            finish_requested: Cell::new(false),
+            writer_alive: Cell::new(true),
+            last_heard: Cell::new(now),
+            last_ping: Cell::new(now),
+            max_backlog: max_backlog as u64,
+            policy,
+            fd,
+        }
+    }
+
+    /// Bytes queued for this connection that the socket has not taken yet.
+    pub fn backlog(&self) -> u64 {
+        self.queued_bytes.get() - self.written_bytes.get()
+    }
+
+    /// Queues a data or control frame, unless the connection is closing or over its backlog.
+    ///
+    /// The limit is checked before adding, so one message larger than `--max-backlog` still
+    /// reaches a peer that keeps up; what a slow peer can pin is the limit plus one message.
+    pub fn send(&self, frame: Frame) -> Delivery {
+        if self.is_closing() {
+            return Delivery::Closed;
+        }
+        if self.backlog() > self.max_backlog {
+            return match self.policy {
+                SlowConsumerPolicy::Drop => {
+                    METRICS.slow_consumer_drops.inc();
+                    Delivery::Dropped
+                }
+                SlowConsumerPolicy::Close => {
+                    METRICS.slow_consumer_closes.inc();
+                    self.discard_queue();
+                    self.close(&CloseError::SlowConsumer, AfterClose::AwaitPeer);
+                    Delivery::Closed
+                }
+            };
+        }
+        self.enqueue(frame);
+        Delivery::Queued
+    }
+
+    /// Queues several frames that must stay together (the fragments of one message), so that
+    /// no other frame lands between them.
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> Delivery {
+        let mut frames = frames.into_iter();
+        let Some(first) = frames.next() else {
+            return Delivery::Queued;
+        };
+        let delivery = self.send(first);
+        if delivery == Delivery::Queued {
+            frames.for_each(|frame| self.enqueue(frame));
+        }
+        delivery
+    }
+
+    /// Queues a close frame as the last frame of this connection. Returns false if a close was
+    /// already queued (only one is ever sent).
+    pub fn close(&self, reason: &CloseError, after: AfterClose) -> bool {
+        self.close_with(Some((reason.code(), &reason.reason())), after)
+    }
+
+    /// Queues a close frame with the given status (`None`: no status code).
+    pub fn close_with(&self, status: Option<(u16, &str)>, after: AfterClose) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        if let Some((code, _)) = status {
+            METRICS.record_close_code(code);
+        }
+        self.close_queued_at.set(Some(Instant::now()));
+        self.after_close.set(after);
+        self.enqueue(Frame::close(status));
+        true
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_closing(&self) -> bool {
+        self.close_queued_at.get().is_some()
+    }
+
+    pub fn close_queued_at(&self) -> Option<Instant> {
+        self.close_queued_at.get()
+    }
+
+    /// Asks the writer to end the connection as soon as it runs, whatever is still queued.
+    pub fn request_finish(&self) {
+        self.finish_requested.set(true);
+        self.wake_writer();
+    }
+
+    /// Ends the TCP connection at the socket, for a peer so stuck that the writer never runs.
+    ///
+    /// Only while the writer (and so the connection that owns the fd) is alive: the fd cannot
+    /// have been closed and reused in the meantime, since both live on this thread.
+    pub fn kill_socket(&self) {
+        if let (true, Some(fd)) = (self.writer_alive.get(), self.fd) {
+            // SAFETY: shutdown(2) on an fd this process owns and has not closed (see above).
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// Sends FIN on the socket (the server closes TCP first, RFC 6455 §7.1.1), keeping the read
+    /// side open so the peer's last bytes are read, not answered with RST.
+    pub(crate) fn half_close_socket(&self) {
+        if let (true, Some(fd)) = (self.writer_alive.get(), self.fd) {
+            // SAFETY: as in `kill_socket`.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_WR);
+            }
+        }
+    }
+
+    /// Records that the peer sent something (any frame): the idle timer restarts.
+    pub fn heard_from_peer(&self) {
+        self.last_heard.set(Instant::now());
+    }
+
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard.get()
+    }
+
+    pub fn last_ping(&self) -> Instant {
+        self.last_ping.get()
+    }
+
+    /// Queues a keepalive ping (subject to the backlog rules like any frame).
+    pub fn ping(&self, now: Instant) {
+        self.last_ping.set(now);
+        self.send(Frame::ping(Bytes::new()));
+    }
+
+    /// Whether the connection's writer (its response body) still exists.
+    pub fn is_alive(&self) -> bool {
+        self.writer_alive.get()
+    }
+
+    fn enqueue(&self, frame: Frame) {
+        self.queued_bytes
+            .set(self.queued_bytes.get() + frame.wire_len() as u64);
+        let mut frames = self.frames.borrow_mut();
+        frames.push_back(frame);
+        // The writer parks only with an empty queue; a non-empty one is polled again anyway.
+        if frames.len() == 1 {
+            drop(frames);
+            self.wake_writer();
+        }
+    }
+
+    fn discard_queue(&self) {
+        let discarded: u64 = self
+            .frames
+            .borrow_mut()
+            .drain(..)
+            .map(|frame| frame.wire_len() as u64)
+            .sum();
+        self.queued_bytes.set(self.queued_bytes.get() - discarded);
+    }
+
+    fn wake_writer(&self) {
+        if let Some(waker) = self.waker.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    // ---- the writer's side (crate::transport) ----
+
+    pub(crate) fn register_writer(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(current) if current.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    pub(crate) fn pop(&self) -> Option<Frame> {
+        self.frames.borrow_mut().pop_front()
+    }
+
+    pub(crate) fn wrote(&self, bytes: usize) {
+        self.written_bytes
+            .set(self.written_bytes.get() + bytes as u64);
+    }
+
+    pub(crate) fn finish_requested(&self) -> bool {
+        self.finish_requested.get()
+    }
+
+    pub(crate) fn after_close(&self) -> AfterClose {
+        self.after_close.get()
+    }
+
+    pub(crate) fn writer_dropped(&self) {
+        self.writer_alive.set(false);
+        self.frames.borrow_mut().clear();
+        self.waker.borrow_mut().take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(len: usize) -> Frame {
+        Frame::data(OpCode::Text, true, Bytes::from(vec![b'x'; len]))
+    }
+
+    #[test]
+    fn backlog_counts_wire_bytes_until_written() {
+        let outbox = Outbox::new(1000, SlowConsumerPolicy::Close, None);
+        assert_eq!(outbox.send(text(100)), Delivery::Queued);
+        assert_eq!(outbox.backlog(), 102);
+        let frame = outbox.pop().unwrap();
+        outbox.wrote(frame.wire_len());
+        assert_eq!(outbox.backlog(), 0);
+    }
+
+    #[test]
+    fn drop_policy_skips_frames_while_over_the_limit() {
+        let outbox = Outbox::new(150, SlowConsumerPolicy::Drop, None);
+        assert_eq!(outbox.send(text(100)), Delivery::Queued);
+        assert_eq!(outbox.send(text(100)), Delivery::Queued);
+        assert_eq!(outbox.send(text(100)), Delivery::Dropped);
+        assert!(!outbox.is_closing());
+    }
+
+    #[test]
+    fn close_policy_frees_the_queue_and_queues_1008() {
+        let outbox = Outbox::new(150, SlowConsumerPolicy::Close, None);
+        outbox.send(text(100));
+        outbox.send(text(100));
+        assert_eq!(outbox.send(text(100)), Delivery::Closed);
+        let close = outbox.pop().unwrap();
+        assert_eq!(close.opcode, OpCode::Close);
+        assert_eq!(&close.payload[..2], &1008u16.to_be_bytes());
+        assert_eq!(&close.payload[2..], b"slow consumer");
+        assert!(outbox.pop().is_none());
+        assert_eq!(outbox.send(text(1)), Delivery::Closed);
+    }
+
+    #[test]
+    fn one_message_larger_than_the_limit_still_goes_out() {
+        let outbox = Outbox::new(10, SlowConsumerPolicy::Close, None);
+        assert_eq!(outbox.send(text(1000)), Delivery::Queued);
+    }
+
+    #[test]
+    fn only_one_close_is_queued() {
+        let outbox = Outbox::new(10, SlowConsumerPolicy::Close, None);
+        assert!(outbox.close_with(Some((1000, "bye")), AfterClose::End));
+        assert!(!outbox.close_with(Some((1001, "again")), AfterClose::End));
+    }
+}

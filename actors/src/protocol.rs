@@ -1,0 +1,154 @@
+//! The protocol plug-in interface.
+//!
+//! A protocol is chosen by `Sec-WebSocket-Protocol` and sees whole messages. It reacts through a
+//! [`ProtocolCx`]: send to its own peer, close, join and leave rooms, broadcast to a room. It never
+//! touches sockets, threads or the registry's internals. Adding one means a file in
+//! `protocols/` and one line in [`crate::protocols::ALL`].
+
+use std::{net::SocketAddr, rc::Rc, time::Duration, time::SystemTime};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::{
+    config::ProtocolSettings,
+    message::Message,
+    outbox::{AfterClose, Delivery, Frame, Outbox},
+    registry::{GroupKey, ShardCore},
+    SessionId,
+};
+
+/// One WebSocket subprotocol's behaviour for one connection.
+pub trait Protocol: 'static {
+    /// The connection is open (the 101 has been sent).
+    fn on_open(&mut self, _cx: &mut ProtocolCx<'_>) {}
+    /// A whole message arrived (fragments are already reassembled, text is valid UTF-8).
+    fn on_message(&mut self, cx: &mut ProtocolCx<'_>, message: Message);
+    /// The connection is gone. Rooms are left automatically afterwards.
+    fn on_close(&mut self, _cx: &mut ProtocolCx<'_>) {}
+    /// How often [`Protocol::on_tick`] runs, if at all.
+    fn tick_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn on_tick(&mut self, _cx: &mut ProtocolCx<'_>) {}
+}
+
+/// A registered protocol: its name on the wire and how to start it for a new connection.
+pub struct ProtocolSpec {
+    pub name: &'static str,
+    pub open: fn(&ConnectionInfo, &ProtocolSettings) -> Box<dyn Protocol>,
+}
+
+/// What is known about a connection from its handshake.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub id: SessionId,
+    pub protocol: &'static str,
+    pub peer: Option<SocketAddr>,
+    pub path: String,
+    pub query: String,
+    pub user_agent: String,
+    pub connected_at: SystemTime,
+}
+
+impl ConnectionInfo {
+    /// The first value of a query parameter of the handshake URL, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&self.query)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+}
+
+/// The connection's side of the world, as a session holds it.
+pub(crate) struct Link {
+    pub(crate) info: Rc<ConnectionInfo>,
+    pub(crate) outbox: Rc<Outbox>,
+    pub(crate) shard: Rc<ShardCore>,
+    pub(crate) rooms: Vec<GroupKey>,
+}
+
+/// What a protocol can do, for the duration of one callback.
+pub struct ProtocolCx<'a> {
+    pub(crate) link: &'a mut Link,
+}
+
+impl ProtocolCx<'_> {
+    pub fn info(&self) -> &ConnectionInfo {
+        &self.link.info
+    }
+
+    /// Sends a whole message to this connection's peer.
+    pub fn send(&mut self, message: &Message) -> Delivery {
+        self.link.outbox.send(Frame::message(message))
+    }
+
+    pub fn send_text(&mut self, text: impl Into<ByteString>) -> Delivery {
+        self.send(&Message::Text(text.into()))
+    }
+
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Delivery {
+        self.send(&Message::Binary(data.into()))
+    }
+
+    /// Sends a message as a series of fragments (a first frame, continuations, a final one) of
+    /// at most `fragment_size` bytes each, as libwebsockets' `LWS_WRITE_NO_FIN` does. The
+    /// fragments are queued together, so nothing else is written between them. Text may be cut
+    /// inside a character: only the whole message must be UTF-8.
+    pub fn send_fragmented(&mut self, message: &Message, fragment_size: usize) -> Delivery {
+        let first = Frame::message(message);
+        let (opcode, payload) = (first.opcode, first.payload);
+        let size = fragment_size.max(1);
+        let count = payload.len().div_ceil(size).max(1);
+        let frames = (0..count).map(move |index| {
+            let start = index * size;
+            let end = (start + size).min(payload.len());
+            let frame_opcode = if index == 0 {
+                opcode
+            } else {
+                actix_http::ws::OpCode::Continue
+            };
+            Frame::data(frame_opcode, index + 1 == count, payload.slice(start..end))
+        });
+        self.link.outbox.send_all(frames)
+    }
+
+    /// Closes the connection with this code and reason (the peer's close reply is awaited).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        self.link
+            .outbox
+            .close_with(Some((code, reason)), AfterClose::AwaitPeer);
+    }
+
+    /// Joins a room of this protocol (rooms of different protocols never mix).
+    pub fn join(&mut self, room: &str) {
+        let key = GroupKey::new(self.link.info.protocol, room);
+        if !self.link.rooms.contains(&key) {
+            self.link
+                .shard
+                .join(&key, self.link.info.id, &self.link.outbox);
+            self.link.rooms.push(key);
+        }
+    }
+
+    pub fn leave(&mut self, room: &str) {
+        let key = GroupKey::new(self.link.info.protocol, room);
+        if let Some(position) = self.link.rooms.iter().position(|joined| *joined == key) {
+            self.link.rooms.swap_remove(position);
+            self.link.shard.leave(&key, self.link.info.id);
+        }
+    }
+
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.link.rooms.iter().map(|key| key.room())
+    }
+
+    /// Sends a message to every member of a room of this protocol, on every worker, this
+    /// connection included if it is a member. Returns the members reached on this worker.
+    pub fn broadcast(&mut self, room: &str, message: &Message) -> usize {
+        let key = GroupKey::new(self.link.info.protocol, room);
+        self.link.shard.broadcast(&key, Frame::message(message))
+    }
+}

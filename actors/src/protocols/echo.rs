@@ -1,0 +1,19 @@
+//! `echo`: sends every whole message back to its sender, with its type (text or binary).
+
+use crate::{
+    message::Message,
+    protocol::{Protocol, ProtocolCx, ProtocolSpec},
+};
+
+pub const SPEC: ProtocolSpec = ProtocolSpec {
+    name: "echo",
+    open: |_, _| Box::new(Echo),
+};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn on_message(&mut self, cx: &mut ProtocolCx<'_>, message: Message) {
+        cx.send(&message);
+    }
+}

@@ -1,0 +1,35 @@
+//! `lws-mirror-protocol`, as in libwebsockets' test server: every message a member sends reaches
+//! every member of its instance, the sender included, in order. The instance is chosen by the
+//! handshake's `?mirror=NAME` (none: the default instance).
+
+use crate::{
+    message::Message,
+    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec},
+};
+
+pub const SPEC: ProtocolSpec = ProtocolSpec {
+    name: "lws-mirror-protocol",
+    open: |info, _| Box::new(Mirror::new(info)),
+};
+
+struct Mirror {
+    instance: String,
+}
+
+impl Mirror {
+    fn new(info: &ConnectionInfo) -> Mirror {
+        Mirror {
+            instance: info.query_param("mirror").unwrap_or_default(),
+        }
+    }
+}
+
+impl Protocol for Mirror {
+    fn on_open(&mut self, cx: &mut ProtocolCx<'_>) {
+        cx.join(&self.instance);
+    }
+
+    fn on_message(&mut self, cx: &mut ProtocolCx<'_>, message: Message) {
+        cx.broadcast(&self.instance, &message);
+    }
+}

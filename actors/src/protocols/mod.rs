@@ -1,0 +1,23 @@
+//! The protocols this server speaks, one file each. To add one: write its file and add one line
+//! to [`ALL`].
+
+mod echo;
+mod mirror;
+
+use crate::protocol::ProtocolSpec;
+
+/// Every protocol, by the name a client offers in `Sec-WebSocket-Protocol`.
+pub static ALL: &[ProtocolSpec] = &[echo::SPEC, mirror::SPEC];
+
+/// Looks a protocol up by name.
+pub fn find(name: &str) -> Option<&'static ProtocolSpec> {
+    ALL.iter().find(|spec| spec.name == name)
+}
+
+/// The names of all protocols, comma-separated (for error messages).
+pub fn names() -> String {
+    ALL.iter()
+        .map(|spec| spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,187 @@
+//! One worker's shard: its connections, its groups, and the timers of its connections.
+
+use std::{
+    cell::{OnceCell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, AsyncContext, Context, Handler, Message as ActixMessage};
+use indexmap::IndexMap;
+
+use super::{directory, GroupKey};
+use crate::{
+    close::CloseError,
+    metrics::METRICS,
+    outbox::{AfterClose, Delivery, Frame, Outbox},
+    SessionConfig, SessionId,
+};
+
+type Members = IndexMap<SessionId, Rc<Outbox>>;
+
+/// The state of one worker's shard, shared by the sessions of that worker (same thread).
+pub struct ShardCore {
+    index: usize,
+    config: Arc<SessionConfig>,
+    sessions: RefCell<Members>,
+    groups: RefCell<HashMap<GroupKey, Members>>,
+}
+
+thread_local! {
+    static LOCAL: OnceCell<Rc<ShardCore>> = const { OnceCell::new() };
+}
+
+/// Starts this worker's shard, once per thread: the app factory runs on every worker.
+pub fn start_local_shard(config: Arc<SessionConfig>) {
+    LOCAL.with(|local| {
+        local.get_or_init(|| {
+            let tick = watchdog_period(&config);
+            let mut started = None;
+            Shard::create(|ctx| {
+                let core = Rc::new(ShardCore {
+                    index: directory::register(ctx.address()),
+                    config,
+                    sessions: RefCell::default(),
+                    groups: RefCell::default(),
+                });
+                started = Some(core.clone());
+                Shard { core, tick }
+            });
+            started.expect("Actor::create runs its closure before returning")
+        });
+    });
+}
+
+/// This worker's shard. Sessions are only created on workers, after their shard started.
+pub fn local_shard() -> Rc<ShardCore> {
+    LOCAL.with(|local| {
+        local
+            .get()
+            .expect("the worker's shard is started by the app factory")
+            .clone()
+    })
+}
+
+/// The watchdog runs often enough to honour the shortest timer with a little slack.
+fn watchdog_period(config: &SessionConfig) -> Duration {
+    let shortest = config
+        .ping_interval
+        .min(config.idle_timeout)
+        .min(config.close_timeout);
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+impl ShardCore {
+    pub fn register(&self, id: SessionId, outbox: &Rc<Outbox>) {
+        self.sessions.borrow_mut().insert(id, outbox.clone());
+    }
+
+    pub fn unregister(&self, id: SessionId) {
+        self.sessions.borrow_mut().swap_remove(&id);
+    }
+
+    pub fn join(&self, key: &GroupKey, id: SessionId, outbox: &Rc<Outbox>) {
+        self.groups
+            .borrow_mut()
+            .entry(key.clone())
+            .or_default()
+            .insert(id, outbox.clone());
+    }
+
+    pub fn leave(&self, key: &GroupKey, id: SessionId) {
+        let mut groups = self.groups.borrow_mut();
+        if let Some(members) = groups.get_mut(key) {
+            members.swap_remove(&id);
+            if members.is_empty() {
+                groups.remove(key);
+            }
+        }
+    }
+
+    /// Members of a group on this worker.
+    pub fn local_members(&self, key: &GroupKey) -> usize {
+        self.groups.borrow().get(key).map_or(0, IndexMap::len)
+    }
+
+    /// Sends to every member of the group on every worker; returns the local members reached.
+    pub fn broadcast(&self, key: &GroupKey, frame: Frame) -> usize {
+        METRICS.broadcasts.inc();
+        directory::for_each_other(self.index, |shard| {
+            shard.do_send(RemoteBroadcast {
+                key: key.clone(),
+                frame: frame.clone(),
+            })
+        });
+        self.deliver_local(key, &frame)
+    }
+
+    /// Queues the frame (shared, not copied) for each local member of the group.
+    fn deliver_local(&self, key: &GroupKey, frame: &Frame) -> usize {
+        let groups = self.groups.borrow();
+        let Some(members) = groups.get(key) else {
+            return 0;
+        };
+        let reached = members
+            .values()
+            .filter(|outbox| outbox.send(frame.clone()) == Delivery::Queued)
+            .count();
+        METRICS.broadcast_deliveries.add(reached as u64);
+        reached
+    }
+
+    /// Keepalive pings, idle timeouts and close timeouts of this worker's connections. It runs
+    /// on the shard's own timer, so a connection whose socket is stuck is still timed out.
+    fn watchdog(&self, now: Instant) {
+        let config = &self.config;
+        for outbox in self.sessions.borrow().values() {
+            if !outbox.is_alive() {
+                continue;
+            }
+            if let Some(closing_since) = outbox.close_queued_at() {
+                let waited = now.saturating_duration_since(closing_since);
+                if waited >= config.close_timeout * 2 {
+                    METRICS.sockets_killed.inc();
+                    outbox.kill_socket();
+                } else if waited >= config.close_timeout {
+                    outbox.request_finish();
+                }
+            } else if now.saturating_duration_since(outbox.last_heard()) >= config.idle_timeout {
+                outbox.close(&CloseError::IdleTimeout, AfterClose::AwaitPeer);
+            } else if now.saturating_duration_since(outbox.last_ping()) >= config.ping_interval {
+                outbox.ping(now);
+            }
+        }
+    }
+}
+
+/// The actor of a shard: receives broadcasts from other workers and runs the watchdog.
+pub struct Shard {
+    core: Rc<ShardCore>,
+    tick: Duration,
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.tick, |shard, _| shard.core.watchdog(Instant::now()));
+    }
+}
+
+/// A broadcast from another worker, delivered to this worker's members of the group.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub(super) struct RemoteBroadcast {
+    key: GroupKey,
+    frame: Frame,
+}
+
+impl Handler<RemoteBroadcast> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, message: RemoteBroadcast, _: &mut Context<Self>) {
+        self.core.deliver_local(&message.key, &message.frame);
+    }
+}

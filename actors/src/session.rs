@@ -1,0 +1,148 @@
+//! The Session actor: one per WebSocket connection, on its worker's thread.
+//!
+//! It turns decoded frames into whole messages (via the [`Assembler`]), answers control frames,
+//! runs the close handshake, and hands messages to the connection's [`Protocol`]. Everything it
+//! sends goes through its [`Outbox`]; its timers (ping, idle, close timeout) are kept by the
+//! worker's shard, so they keep working while the socket is stuck and this actor cannot run.
+
+use std::rc::Rc;
+
+use actix::{Actor, ActorContext, AsyncContext, StreamHandler};
+
+use crate::{
+    assembler::Assembler,
+    close::CloseError,
+    message::Message,
+    metrics::METRICS,
+    outbox::{AfterClose, Frame, Outbox},
+    protocol::{ConnectionInfo, Link, Protocol, ProtocolCx},
+    registry,
+    transport::{ProtocolError, SessionContext, WsMessage},
+};
+
+pub struct Session {
+    protocol: Box<dyn Protocol>,
+    link: Link,
+    assembler: Assembler,
+}
+
+impl Session {
+    /// A session for a connection whose handshake succeeded, on the current worker's shard.
+    pub fn new(
+        protocol: Box<dyn Protocol>,
+        info: ConnectionInfo,
+        outbox: Rc<Outbox>,
+        max_message_size: usize,
+    ) -> Session {
+        Session {
+            protocol,
+            link: Link {
+                info: Rc::new(info),
+                outbox,
+                shard: registry::local_shard(),
+                rooms: Vec::new(),
+            },
+            assembler: Assembler::new(max_message_size),
+        }
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): send the close frame, then end the TCP connection.
+    fn fail(&mut self, error: CloseError, ctx: &mut SessionContext) {
+        log::debug!("closing connection {}: {error}", self.link.info.id);
+        self.link.outbox.close(&error, AfterClose::End);
+        ctx.stop();
+    }
+
+    fn deliver(&mut self, message: Message) {
+        METRICS.messages_in.inc();
+        METRICS.bytes_in.add(message.len() as u64);
+        let mut cx = ProtocolCx {
+            link: &mut self.link,
+        };
+        self.protocol.on_message(&mut cx, message);
+    }
+
+    /// Answers the peer's close: echo its status code (or none), then end the connection. If we
+    /// had sent a close first, this is its answer and the handshake is complete.
+    fn answer_close(
+        &mut self,
+        reason: Option<actix_http::ws::CloseReason>,
+        ctx: &mut SessionContext,
+    ) {
+        let status = reason.map(|reason| u16::from(reason.code));
+        self.link
+            .outbox
+            .close_with(status.map(|code| (code, "")), AfterClose::End);
+        ctx.stop();
+    }
+}
+
+impl Actor for Session {
+    type Context = SessionContext;
+
+    fn started(&mut self, ctx: &mut SessionContext) {
+        METRICS.sessions_open.inc();
+        let link = &mut self.link;
+        link.shard.register(link.info.id, &link.outbox);
+        self.protocol.on_open(&mut ProtocolCx { link });
+        if let Some(period) = self.protocol.tick_interval() {
+            ctx.run_interval(period, |session, _| {
+                if !session.link.outbox.is_closing() {
+                    let mut cx = ProtocolCx {
+                        link: &mut session.link,
+                    };
+                    session.protocol.on_tick(&mut cx);
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut SessionContext) {
+        self.protocol.on_close(&mut ProtocolCx {
+            link: &mut self.link,
+        });
+        let link = &mut self.link;
+        for room in link.rooms.drain(..) {
+            link.shard.leave(&room, link.info.id);
+        }
+        link.shard.unregister(link.info.id);
+        METRICS.sessions_open.dec();
+    }
+}
+
+impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<WsMessage, ProtocolError>, ctx: &mut SessionContext) {
+        self.link.outbox.heard_from_peer();
+        let message = match item {
+            Ok(message) => message,
+            Err(err) => {
+                match CloseError::from_decoder(&err) {
+                    Some(error) => self.fail(error, ctx),
+                    None => ctx.stop(),
+                }
+                return;
+            }
+        };
+        match message {
+            WsMessage::Ping(payload) => {
+                self.link.outbox.send(Frame::pong(payload));
+            }
+            WsMessage::Pong(_) | WsMessage::Nop => {}
+            WsMessage::Close(reason) => self.answer_close(reason, ctx),
+            // After our close frame, data frames are read and discarded (RFC 6455 §1.4).
+            _ if self.link.outbox.is_closing() => {}
+            WsMessage::Text(text) => self.deliver(Message::Text(text)),
+            WsMessage::Binary(data) => self.deliver(Message::Binary(data)),
+            WsMessage::Continuation(item) => match self.assembler.push(item) {
+                Ok(Some(message)) => self.deliver(message),
+                Ok(None) => {}
+                Err(error) => self.fail(error, ctx),
+            },
+        }
+    }
+
+    /// The peer's side of the TCP connection ended.
+    fn finished(&mut self, ctx: &mut SessionContext) {
+        ctx.stop();
+    }
+}

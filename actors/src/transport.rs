@@ -1,0 +1,222 @@
+//! Everything specific to actix-web-actors lives here: the `WebsocketContext` that runs a
+//! [`Session`] and decodes its input, and the response body that writes its [`Outbox`].
+//!
+//! actix-web-actors is deprecated upstream in favour of actix-ws; moving means rewriting this
+//! module (and the `Context` type of the session), not the rest.
+//!
+//! The body ([`OutboundBody`]) does two jobs, because actix-web-actors drives the actor's context
+//! only when actix-http polls the response body:
+//! 1. it polls the context, so the session handles its input and mailbox;
+//! 2. it drains the session's outbox into the socket, only as fast as actix-http asks for bytes.
+
+use std::{
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use actix_http::ws::{Codec, OpCode, Parser};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+use crate::{
+    outbox::{AfterClose, Outbox},
+    session::Session,
+};
+
+pub use actix_web_actors::ws::{Message as WsMessage, ProtocolError};
+
+/// The actor context sessions run in.
+pub type SessionContext = actix_web_actors::ws::WebsocketContext<Session>;
+
+/// Largest chunk handed to actix-http at once. Large payloads are handed over in slices of this
+/// size (zero-copy), so actix-http's write buffer never grows to the size of a message.
+const CHUNK: usize = 64 * 1024;
+
+/// Answers a verified handshake: 101 with the chosen subprotocol, then the session runs.
+pub fn start(
+    req: &HttpRequest,
+    payload: web::Payload,
+    protocol: &'static str,
+    max_frame_size: usize,
+    session: Session,
+    outbox: Rc<Outbox>,
+) -> HttpResponse {
+    let mut response = match actix_web_actors::ws::handshake(req) {
+        Ok(response) => response,
+        // The caller has verified the handshake; this is only a second line of defence.
+        Err(err) => return HttpResponse::BadRequest().body(err.to_string()),
+    };
+    response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    let codec = Codec::new().max_size(max_frame_size);
+    let context = actix_web_actors::ws::WebsocketContext::with_codec(session, payload, codec);
+    response.streaming(OutboundBody {
+        actor: Box::pin(context),
+        actor_done: false,
+        outbox,
+        slice: None,
+        close_written: false,
+        ending: Ending::No,
+    })
+}
+
+type ActorStream = Pin<Box<dyn Stream<Item = Result<Bytes, actix_web::Error>>>>;
+
+/// The WebSocket response body: drives the session and writes its outbox.
+struct OutboundBody {
+    actor: ActorStream,
+    actor_done: bool,
+    outbox: Rc<Outbox>,
+    /// The rest of a large payload being handed over in `CHUNK` slices.
+    slice: Option<Bytes>,
+    close_written: bool,
+    ending: Ending,
+}
+
+/// How far the body is in ending the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    No,
+    /// The last bytes were handed over; one turn is given to actix-http to flush them.
+    Flushing,
+    Ended,
+}
+
+impl OutboundBody {
+    /// Polls the session's context: its handlers run only from here.
+    fn drive_actor(&mut self, cx: &mut Context<'_>) -> Option<Result<Bytes, actix_web::Error>> {
+        while !self.actor_done {
+            match self.actor.as_mut().poll_next(cx) {
+                // Sessions write through their outbox, so the context has nothing of its own.
+                Poll::Ready(Some(Ok(bytes))) if bytes.is_empty() => {}
+                Poll::Ready(Some(item)) => return Some(item),
+                Poll::Ready(None) => self.actor_done = true,
+                Poll::Pending => break,
+            }
+        }
+        None
+    }
+
+    /// Encodes queued frames into one chunk of at most about `CHUNK` bytes.
+    fn fill_chunk(&mut self) -> BytesMut {
+        let mut chunk = BytesMut::new();
+        if let Some(rest) = self.slice.take() {
+            self.hand_over(rest, &mut chunk);
+            return chunk;
+        }
+        while !self.close_written && chunk.len() < CHUNK {
+            let Some(frame) = self.outbox.pop() else {
+                break;
+            };
+            self.close_written = frame.opcode == OpCode::Close;
+            if frame.payload.len() <= CHUNK {
+                Parser::write_message(&mut chunk, &frame.payload, frame.opcode, frame.fin, false);
+            } else {
+                write_header(&mut chunk, frame.opcode, frame.fin, frame.payload.len());
+                self.hand_over(frame.payload, &mut chunk);
+                break;
+            }
+        }
+        chunk
+    }
+
+    fn hand_over(&mut self, mut payload: Bytes, chunk: &mut BytesMut) {
+        if payload.len() > CHUNK {
+            self.slice = Some(payload.split_off(CHUNK));
+        }
+        chunk.extend_from_slice(&payload);
+    }
+
+    /// Ends the connection in two steps. Ending the body alone makes actix-http linger, reading,
+    /// until the peer closes, while the peer waits for our FIN (RFC 6455 §7.1.1: the server
+    /// closes TCP first): both would wait for the disconnect timeout. So after the last bytes are
+    /// handed over, this yields once (actix-http flushes them), then half-closes the socket: the
+    /// peer sees FIN at once, and actix-http's linger ends at the peer's own FIN, without RST.
+    fn end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        match self.ending {
+            Ending::No => {
+                self.ending = Ending::Flushing;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Ending::Flushing | Ending::Ended => {
+                if self.ending == Ending::Flushing {
+                    self.outbox.half_close_socket();
+                }
+                self.ending = Ending::Ended;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Stream for OutboundBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ending != Ending::No {
+            return this.end(cx);
+        }
+        if let Some(item) = this.drive_actor(cx) {
+            return Poll::Ready(Some(item));
+        }
+        this.outbox.register_writer(cx.waker());
+        if this.outbox.finish_requested() {
+            return this.end(cx);
+        }
+        let chunk = this.fill_chunk();
+        if !chunk.is_empty() {
+            this.outbox.wrote(chunk.len());
+            return Poll::Ready(Some(Ok(chunk.freeze())));
+        }
+        let closed = this.close_written && this.outbox.after_close() == AfterClose::End;
+        if closed || this.actor_done {
+            return this.end(cx);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        self.outbox.writer_dropped();
+    }
+}
+
+/// Writes an unmasked frame header (RFC 6455 §5.2) for a payload written separately.
+fn write_header(dst: &mut BytesMut, opcode: OpCode, fin: bool, len: usize) {
+    let first = u8::from(opcode) | if fin { 0x80 } else { 0 };
+    dst.extend_from_slice(&[first]);
+    match len {
+        0..=125 => dst.extend_from_slice(&[len as u8]),
+        126..=65535 => {
+            dst.extend_from_slice(&[126]);
+            dst.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            dst.extend_from_slice(&[127]);
+            dst.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_header_matches_actix_encoding() {
+        for len in [0usize, 125, 126, 65535, 65536, 200_000] {
+            let payload = vec![7u8; len];
+            let mut whole = BytesMut::new();
+            Parser::write_message(&mut whole, &payload, OpCode::Binary, true, false);
+            let mut split = BytesMut::new();
+            write_header(&mut split, OpCode::Binary, true, len);
+            split.extend_from_slice(&payload);
+            assert_eq!(whole, split, "payload length {len}");
+            assert_eq!(split.len(), crate::outbox::header_len(len) + len);
+        }
+    }
+}
