@@ -1,5 +1,11 @@
 //! Plain HTTP: one file per concern. Routes that are not WebSocket handshakes end here.
 
+mod byteranges;
+mod conditional;
+mod error;
+mod file_body;
+mod ranges;
+mod safe_path;
 mod static_files;
 
 use actix_web::web;
