@@ -34,11 +34,12 @@ pub type SessionContext = actix_web_actors::ws::WebsocketContext<Session>;
 /// size (zero-copy), so actix-http's write buffer never grows to the size of a message.
 const CHUNK: usize = 64 * 1024;
 
-/// Answers a verified handshake: 101 with the chosen subprotocol, then the session runs.
+/// Answers a verified handshake: 101 (naming the subprotocol if the client offered one), then
+/// the session runs.
 pub fn start(
     req: &HttpRequest,
     payload: web::Payload,
-    protocol: &'static str,
+    protocol: Option<&'static str>,
     max_frame_size: usize,
     session: Session,
     outbox: Rc<Outbox>,
@@ -48,7 +49,9 @@ pub fn start(
         // The caller has verified the handshake; this is only a second line of defence.
         Err(err) => return HttpResponse::BadRequest().body(err.to_string()),
     };
-    response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    if let Some(protocol) = protocol {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
     let codec = Codec::new().max_size(max_frame_size);
     let context = actix_web_actors::ws::WebsocketContext::with_codec(session, payload, codec);
     response.streaming(OutboundBody {

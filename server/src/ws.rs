@@ -119,7 +119,7 @@ async fn upgrade(
     handshake: web::Data<Handshake>,
 ) -> Result<HttpResponse, HandshakeRefusal> {
     actix_http::ws::verify_handshake(req.head())?;
-    let spec = choose_protocol(&req, handshake.default_protocol)?;
+    let (spec, offered) = choose_protocol(&req, handshake.default_protocol)?;
     let info = ConnectionInfo {
         id: next_session_id(),
         protocol: spec.name,
@@ -142,7 +142,7 @@ async fn upgrade(
     Ok(transport::start(
         &req,
         payload,
-        spec.name,
+        offered.then_some(spec.name),
         config.max_message_size,
         session,
         outbox,
@@ -150,10 +150,11 @@ async fn upgrade(
 }
 
 /// The first protocol the client offers that this server knows; none offered → the default.
+/// The flag says whether it was offered: only then is it named in the 101 (RFC 6455 §4.2.2).
 fn choose_protocol(
     req: &HttpRequest,
     default: &'static ProtocolSpec,
-) -> Result<&'static ProtocolSpec, HandshakeRefusal> {
+) -> Result<(&'static ProtocolSpec, bool), HandshakeRefusal> {
     let offered: Vec<&str> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -163,11 +164,12 @@ fn choose_protocol(
         .filter(|name| !name.is_empty())
         .collect();
     if offered.is_empty() {
-        return Ok(default);
+        return Ok((default, false));
     }
     offered
         .iter()
         .find_map(|name| protocols::find(name))
+        .map(|spec| (spec, true))
         .ok_or_else(|| HandshakeRefusal::UnknownProtocol {
             offered: offered.join(", "),
             known: protocols::names(),
