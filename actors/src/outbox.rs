@@ -152,11 +152,19 @@ impl Outbox {
         if self.backlog() > self.max_backlog {
             return match self.policy {
                 SlowConsumerPolicy::Drop => {
+                    if METRICS.slow_consumer_drops.get() == 0 {
+                        log::info!("slow consumer: over the backlog limit; dropping its messages");
+                    }
                     METRICS.slow_consumer_drops.inc();
                     Delivery::Dropped
                 }
                 SlowConsumerPolicy::Close => {
                     METRICS.slow_consumer_closes.inc();
+                    log::info!(
+                        "slow consumer: {} bytes queued, over the {} byte backlog limit; closing with 1008",
+                        self.backlog(),
+                        self.max_backlog
+                    );
                     self.discard_queue();
                     self.close(&CloseError::SlowConsumer, AfterClose::AwaitPeer);
                     Delivery::Closed
