@@ -23,7 +23,7 @@ pub fn raise_fd_limit() -> u64 {
                 limit = raised;
             }
         }
-        limit.rlim_cur as u64
+        limit.rlim_cur
     }
 }
 

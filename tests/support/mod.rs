@@ -68,7 +68,10 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("server did not report its address; log: {:?}", log.lock().unwrap());
+                panic!(
+                    "server did not report its address; log: {:?}",
+                    log.lock().unwrap()
+                );
             }
         };
         Server { child, addr, log }
