@@ -28,5 +28,34 @@ pub struct SessionConfig {
 pub struct ConnectionFd(pub RawFd);
 
 /// Settings of the protocol plug-ins, given to each protocol when a connection opens.
-#[derive(Debug, Clone, Default)]
-pub struct ProtocolSettings {}
+#[derive(Debug, Clone)]
+pub struct ProtocolSettings {
+    /// `dumb-increment-protocol`: interval between counter messages.
+    pub increment_interval: Duration,
+    /// `chat`: messages each room keeps for recovery.
+    pub chat_history: usize,
+    /// `chat`: longest message text, in bytes.
+    pub chat_max_text: usize,
+    /// `chat`: longest nickname, in characters.
+    pub chat_max_nick: usize,
+    /// `chat`: rooms one connection may be in at once.
+    pub chat_max_rooms: usize,
+    /// `chat`: sustained messages per second per connection.
+    pub chat_rate: f64,
+    /// `chat`: burst of messages allowed above the sustained rate.
+    pub chat_burst: f64,
+}
+
+impl Default for ProtocolSettings {
+    fn default() -> Self {
+        ProtocolSettings {
+            increment_interval: Duration::from_millis(50),
+            chat_history: 100,
+            chat_max_text: 4096,
+            chat_max_nick: 32,
+            chat_max_rooms: 16,
+            chat_rate: 20.0,
+            chat_burst: 40.0,
+        }
+    }
+}

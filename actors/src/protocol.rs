@@ -5,7 +5,7 @@
 //! touches sockets, threads or the registry's internals. Adding one means a file in
 //! `protocols/` and one line in [`crate::protocols::ALL`].
 
-use std::{net::SocketAddr, rc::Rc, time::Duration, time::SystemTime};
+use std::{any::Any, net::SocketAddr, rc::Rc, time::Duration, time::SystemTime};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -31,6 +31,28 @@ pub trait Protocol: 'static {
         None
     }
     fn on_tick(&mut self, _cx: &mut ProtocolCx<'_>) {}
+    /// An event sent to this connection through its [`Mailbox`] (e.g. the answer of an actor
+    /// that owns shared state).
+    fn on_event(&mut self, _cx: &mut ProtocolCx<'_>, _event: Box<dyn Any + Send>) {}
+}
+
+/// A handle to one connection that any thread may hold: deliver messages to its peer, or events
+/// to its protocol. Sending to a connection that has gone is a no-op.
+#[derive(Clone)]
+pub struct Mailbox {
+    pub(crate) session: actix::Addr<crate::session::Session>,
+}
+
+impl Mailbox {
+    /// Sends a message to the connection's peer (subject to its backlog like any message).
+    pub fn deliver(&self, message: Message) {
+        self.session.do_send(crate::session::Deliver(message));
+    }
+
+    /// Hands an event to the connection's protocol ([`Protocol::on_event`]).
+    pub fn event(&self, event: impl Any + Send) {
+        self.session.do_send(crate::session::Event(Box::new(event)));
+    }
 }
 
 /// A registered protocol: its name on the wire and how to start it for a new connection.
@@ -68,6 +90,7 @@ pub(crate) struct Link {
     pub(crate) outbox: Rc<Outbox>,
     pub(crate) shard: Rc<ShardCore>,
     pub(crate) rooms: Vec<GroupKey>,
+    pub(crate) mailbox: Option<Mailbox>,
 }
 
 /// What a protocol can do, for the duration of one callback.
@@ -78,6 +101,14 @@ pub struct ProtocolCx<'a> {
 impl ProtocolCx<'_> {
     pub fn info(&self) -> &ConnectionInfo {
         &self.link.info
+    }
+
+    /// A handle other threads and actors can use to reach this connection.
+    pub fn mailbox(&self) -> Mailbox {
+        self.link
+            .mailbox
+            .clone()
+            .expect("the mailbox is set when the session starts")
     }
 
     /// Sends a whole message to this connection's peer.

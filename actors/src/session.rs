@@ -5,9 +5,10 @@
 //! sends goes through its [`Outbox`]; its timers (ping, idle, close timeout) are kept by the
 //! worker's shard, so they keep working while the socket is stuck and this actor cannot run.
 
+use std::any::Any;
 use std::rc::Rc;
 
-use actix::{Actor, ActorContext, AsyncContext, StreamHandler};
+use actix::{Actor, ActorContext, AsyncContext, Handler, Message as ActixMessage, StreamHandler};
 
 use crate::{
     assembler::Assembler,
@@ -15,7 +16,7 @@ use crate::{
     message::Message,
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
-    protocol::{ConnectionInfo, Link, Protocol, ProtocolCx},
+    protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx},
     registry,
     transport::{ProtocolError, SessionContext, WsMessage},
 };
@@ -41,6 +42,7 @@ impl Session {
                 outbox,
                 shard: registry::local_shard(),
                 rooms: Vec::new(),
+                mailbox: None,
             },
             assembler: Assembler::new(max_message_size),
         }
@@ -82,6 +84,9 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut SessionContext) {
         METRICS.sessions_open.inc();
+        self.link.mailbox = Some(Mailbox {
+            session: ctx.address(),
+        });
         let link = &mut self.link;
         link.shard.register(link.info.id, &link.outbox);
         self.protocol.on_open(&mut ProtocolCx { link });
@@ -144,5 +149,34 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
     /// The peer's side of the TCP connection ended.
     fn finished(&mut self, ctx: &mut SessionContext) {
         ctx.stop();
+    }
+}
+
+/// A message for this connection's peer, from another thread or actor ([`Mailbox::deliver`]).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver(pub(crate) Message);
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(message): Deliver, _: &mut SessionContext) {
+        self.link.outbox.send(Frame::message(&message));
+    }
+}
+
+/// An event for this connection's protocol ([`Mailbox::event`]).
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub(crate) struct Event(pub(crate) Box<dyn Any + Send>);
+
+impl Handler<Event> for Session {
+    type Result = ();
+
+    fn handle(&mut self, Event(event): Event, _: &mut SessionContext) {
+        let mut cx = ProtocolCx {
+            link: &mut self.link,
+        };
+        self.protocol.on_event(&mut cx, event);
     }
 }

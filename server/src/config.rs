@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use switchboard_actors::SlowConsumerPolicy;
+use switchboard_actors::{ProtocolSettings, SlowConsumerPolicy};
 
 use crate::units::{parse_duration, parse_usize_bytes};
 
@@ -71,6 +71,42 @@ pub struct Config {
     /// connection is ended anyway.
     #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "5", value_parser = parse_duration)]
     pub close_timeout: Duration,
+
+    /// dumb-increment-protocol: interval between counter messages.
+    #[arg(long, env = "SWITCHBOARD_INCREMENT_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub increment_interval: Duration,
+
+    /// chat: messages each room keeps, so a client that reconnects gets what it missed.
+    #[arg(long, env = "SWITCHBOARD_HISTORY", default_value = "100")]
+    pub history: usize,
+
+    /// chat: longest message text.
+    #[arg(long, env = "SWITCHBOARD_CHAT_MAX_TEXT", default_value = "4KiB", value_parser = parse_usize_bytes)]
+    pub chat_max_text: usize,
+
+    /// chat: longest nickname, in characters.
+    #[arg(long, env = "SWITCHBOARD_CHAT_MAX_NICK", default_value = "32")]
+    pub chat_max_nick: usize,
+
+    /// chat: rooms one connection may be in at once.
+    #[arg(long, env = "SWITCHBOARD_CHAT_MAX_ROOMS", default_value = "16")]
+    pub chat_max_rooms: usize,
+
+    /// chat: sustained messages per second per connection.
+    #[arg(long, env = "SWITCHBOARD_CHAT_RATE", default_value = "20", value_parser = parse_positive_rate)]
+    pub chat_rate: f64,
+
+    /// chat: messages a connection may send in a burst above --chat-rate.
+    #[arg(long, env = "SWITCHBOARD_CHAT_BURST", default_value = "40", value_parser = parse_positive_rate)]
+    pub chat_burst: f64,
+}
+
+/// A rate or burst: a positive, finite number.
+fn parse_positive_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("`{text}` is not a positive number")),
+    }
 }
 
 /// Log levels accepted by `--log-level`.
@@ -130,6 +166,19 @@ impl Config {
                 eprintln!("switchboard: {}", first_line.trim_start_matches("error: "));
                 std::process::exit(2);
             }
+        }
+    }
+
+    /// Settings handed to the protocol plug-ins.
+    pub fn protocol_settings(&self) -> ProtocolSettings {
+        ProtocolSettings {
+            increment_interval: self.increment_interval.max(Duration::from_millis(1)),
+            chat_history: self.history,
+            chat_max_text: self.chat_max_text,
+            chat_max_nick: self.chat_max_nick,
+            chat_max_rooms: self.chat_max_rooms,
+            chat_rate: self.chat_rate,
+            chat_burst: self.chat_burst,
         }
     }
 

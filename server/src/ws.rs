@@ -38,7 +38,7 @@ impl Handshake {
         Ok(Handshake {
             default_protocol,
             session,
-            settings: ProtocolSettings::default(),
+            settings: config.protocol_settings(),
         })
     }
 }

@@ -64,6 +64,19 @@ pub fn local_shard() -> Rc<ShardCore> {
     })
 }
 
+/// Broadcasts from anywhere (any thread, no sending connection): one message to every shard,
+/// this thread's included, each delivering to its local members. Messages published from one
+/// thread reach every member in the order they were published.
+pub fn publish(key: &GroupKey, frame: Frame) {
+    METRICS.broadcasts.inc();
+    directory::for_each_other(usize::MAX, |shard| {
+        shard.do_send(RemoteBroadcast {
+            key: key.clone(),
+            frame: frame.clone(),
+        })
+    });
+}
+
 /// The watchdog runs often enough to honour the shortest timer with a little slack.
 fn watchdog_period(config: &SessionConfig) -> Duration {
     let shortest = config
