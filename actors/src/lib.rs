@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod protocols;
 pub mod registry;
 pub mod session;
+pub mod status_board;
 pub mod transport;
 
 pub use config::{ConnectionFd, ProtocolSettings, SessionConfig, SlowConsumerPolicy};

@@ -103,6 +103,11 @@ impl ProtocolCx<'_> {
         &self.link.info
     }
 
+    /// Bytes queued for this connection's socket that it has not taken yet.
+    pub fn backlog(&self) -> u64 {
+        self.link.outbox.backlog()
+    }
+
     /// A handle other threads and actors can use to reach this connection.
     pub fn mailbox(&self) -> Mailbox {
         self.link

@@ -17,7 +17,7 @@ use crate::{
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
     protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx},
-    registry,
+    registry, status_board,
     transport::{ProtocolError, SessionContext, WsMessage},
 };
 
@@ -89,6 +89,7 @@ impl Actor for Session {
         });
         let link = &mut self.link;
         link.shard.register(link.info.id, &link.outbox);
+        status_board::opened(&link.info);
         self.protocol.on_open(&mut ProtocolCx { link });
         if let Some(period) = self.protocol.tick_interval() {
             ctx.run_interval(period, |session, _| {
@@ -111,6 +112,7 @@ impl Actor for Session {
             link.shard.leave(&room, link.info.id);
         }
         link.shard.unregister(link.info.id);
+        status_board::closed(link.info.id);
         METRICS.sessions_open.dec();
     }
 }

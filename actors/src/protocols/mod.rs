@@ -1,13 +1,15 @@
 //! The protocols this server speaks, one file each. To add one: write its file and add one line
 //! to [`ALL`].
 
+mod dumb_increment;
 mod echo;
 mod mirror;
+mod status;
 
 use crate::protocol::ProtocolSpec;
 
 /// Every protocol, by the name a client offers in `Sec-WebSocket-Protocol`.
-pub static ALL: &[ProtocolSpec] = &[echo::SPEC, mirror::SPEC];
+pub static ALL: &[ProtocolSpec] = &[echo::SPEC, mirror::SPEC, dumb_increment::SPEC, status::SPEC];
 
 /// Looks a protocol up by name.
 pub fn find(name: &str) -> Option<&'static ProtocolSpec> {

@@ -1,0 +1,26 @@
+//! `lws-status`, as in libwebsockets' test server: pushes a JSON document listing the live
+//! connections (peer address, protocol, user agent, connected since) on open and whenever a
+//! connection opens or closes, at most every 250 ms (see [`crate::status_board`]).
+
+use crate::{
+    message::Message,
+    protocol::{Protocol, ProtocolCx, ProtocolSpec},
+    status_board,
+};
+
+pub const SPEC: ProtocolSpec = ProtocolSpec {
+    name: status_board::STATUS_PROTOCOL,
+    open: |_, _| Box::new(Status),
+};
+
+struct Status;
+
+impl Protocol for Status {
+    fn on_open(&mut self, cx: &mut ProtocolCx<'_>) {
+        cx.join("");
+        status_board::subscribe(cx.mailbox());
+    }
+
+    /// The status is read-only; what a client sends is ignored.
+    fn on_message(&mut self, _: &mut ProtocolCx<'_>, _: Message) {}
+}
