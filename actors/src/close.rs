@@ -64,6 +64,8 @@ impl CloseError {
             // actix-web-actors reports a text frame that is not UTF-8 as an `Other` I/O error
             // carrying the `Utf8Error` text; any other I/O error comes from the socket.
             ProtocolError::Io(io) if io.to_string().contains("utf-8") => CloseError::InvalidUtf8,
+            // The frame guard refuses an over-long frame as a payload overflow.
+            ProtocolError::Io(io) if io.to_string().contains("size limit") => CloseError::TooBig,
             ProtocolError::Io(_) => return None,
             other => CloseError::Protocol(other.to_string()),
         })

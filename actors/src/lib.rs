@@ -7,6 +7,7 @@
 pub mod assembler;
 pub mod close;
 pub mod config;
+pub mod frame_guard;
 pub mod message;
 pub mod metrics;
 pub mod outbox;

@@ -21,6 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
 use crate::{
+    frame_guard::FrameGuard,
     outbox::{AfterClose, Outbox},
     session::Session,
 };
@@ -53,7 +54,8 @@ pub fn start(
         response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
     }
     let codec = Codec::new().max_size(max_frame_size);
-    let context = actix_web_actors::ws::WebsocketContext::with_codec(session, payload, codec);
+    let input = FrameGuard::new(payload, max_frame_size);
+    let context = actix_web_actors::ws::WebsocketContext::with_codec(session, input, codec);
     response.streaming(OutboundBody {
         actor: Box::pin(context),
         actor_done: false,
