@@ -31,6 +31,9 @@ pub enum CloseError {
     /// The peer said nothing for `--idle-timeout`.
     #[error("idle timeout")]
     IdleTimeout,
+    /// The server is shutting down.
+    #[error("going away")]
+    GoingAway,
 }
 
 impl CloseError {
@@ -41,7 +44,7 @@ impl CloseError {
             CloseError::InvalidUtf8 => code::INVALID_PAYLOAD,
             CloseError::TooBig => code::TOO_BIG,
             CloseError::SlowConsumer => code::POLICY,
-            CloseError::IdleTimeout => code::GOING_AWAY,
+            CloseError::IdleTimeout | CloseError::GoingAway => code::GOING_AWAY,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod protocol;
 pub mod protocols;
 pub mod registry;
 pub mod session;
+pub mod slots;
 pub mod status_board;
 pub mod transport;
 

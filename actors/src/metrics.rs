@@ -46,12 +46,22 @@ impl Gauge {
     }
 }
 
+/// Most protocols the per-protocol gauges can track (checked by a test of `protocols::ALL`).
+pub const MAX_PROTOCOLS: usize = 32;
+
 /// Close codes the server sends, counted by code.
 const TRACKED_CLOSE_CODES: [u16; 7] = [1000, 1001, 1002, 1007, 1008, 1009, 1011];
 
 #[derive(Debug)]
 pub struct Metrics {
     pub sessions_open: Gauge,
+    /// Open sessions by protocol, indexed by the protocol's position in `protocols::ALL`.
+    pub sessions_by_protocol: [Gauge; MAX_PROTOCOLS],
+    pub sessions_opened: Counter,
+    /// Upgrades refused because `--max-connections` sessions were open.
+    pub sessions_refused: Counter,
+    pub messages_out: Counter,
+    pub bytes_out: Counter,
     pub messages_in: Counter,
     pub bytes_in: Counter,
     pub broadcasts: Counter,
@@ -67,6 +77,11 @@ impl Metrics {
     const fn new() -> Metrics {
         Metrics {
             sessions_open: Gauge::new(),
+            sessions_by_protocol: [const { Gauge::new() }; MAX_PROTOCOLS],
+            sessions_opened: Counter::new(),
+            sessions_refused: Counter::new(),
+            messages_out: Counter::new(),
+            bytes_out: Counter::new(),
             messages_in: Counter::new(),
             bytes_in: Counter::new(),
             broadcasts: Counter::new(),

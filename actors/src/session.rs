@@ -17,7 +17,9 @@ use crate::{
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
     protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx},
-    registry, status_board,
+    registry,
+    slots::SessionSlot,
+    status_board,
     transport::{ProtocolError, SessionContext, WsMessage},
 };
 
@@ -25,6 +27,9 @@ pub struct Session {
     protocol: Box<dyn Protocol>,
     link: Link,
     assembler: Assembler,
+    /// Its place under `--max-connections`, given back when the session is dropped.
+    _slot: Option<SessionSlot>,
+    protocol_index: Option<usize>,
 }
 
 impl Session {
@@ -34,8 +39,12 @@ impl Session {
         info: ConnectionInfo,
         outbox: Rc<Outbox>,
         max_message_size: usize,
+        slot: Option<SessionSlot>,
     ) -> Session {
+        let protocol_index = crate::protocols::position(info.protocol);
         Session {
+            _slot: slot,
+            protocol_index,
             protocol,
             link: Link {
                 info: Rc::new(info),
@@ -84,6 +93,10 @@ impl Actor for Session {
 
     fn started(&mut self, ctx: &mut SessionContext) {
         METRICS.sessions_open.inc();
+        METRICS.sessions_opened.inc();
+        if let Some(index) = self.protocol_index {
+            METRICS.sessions_by_protocol[index].inc();
+        }
         self.link.mailbox = Some(Mailbox {
             session: ctx.address(),
         });
@@ -114,6 +127,9 @@ impl Actor for Session {
         link.shard.unregister(link.info.id);
         status_board::closed(link.info.id);
         METRICS.sessions_open.dec();
+        if let Some(index) = self.protocol_index {
+            METRICS.sessions_by_protocol[index].dec();
+        }
     }
 }
 

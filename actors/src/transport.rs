@@ -22,6 +22,7 @@ use futures_util::Stream;
 
 use crate::{
     frame_guard::FrameGuard,
+    metrics::METRICS,
     outbox::{AfterClose, Outbox},
     session::Session,
 };
@@ -115,6 +116,9 @@ impl OutboundBody {
                 break;
             };
             self.close_written = frame.opcode == OpCode::Close;
+            if frame.fin && frame.opcode != OpCode::Close {
+                METRICS.messages_out.inc();
+            }
             if frame.payload.len() <= CHUNK {
                 Parser::write_message(&mut chunk, &frame.payload, frame.opcode, frame.fin, false);
             } else {
@@ -174,6 +178,7 @@ impl Stream for OutboundBody {
         let chunk = this.fill_chunk();
         if !chunk.is_empty() {
             this.outbox.wrote(chunk.len());
+            METRICS.bytes_out.add(chunk.len() as u64);
             return Poll::Ready(Some(Ok(chunk.freeze())));
         }
         let closed = this.close_written && this.outbox.after_close() == AfterClose::End;

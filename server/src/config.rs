@@ -5,10 +5,13 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use switchboard_actors::{ProtocolSettings, SlowConsumerPolicy};
 
-use crate::units::{parse_duration, parse_usize_bytes};
+use crate::{
+    config_file,
+    units::{parse_duration, parse_usize_bytes},
+};
 
 /// Switchboard: a WebSocket + HTTP server for chat and live-broadcast backends.
 ///
@@ -96,9 +99,66 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CHAT_RATE", default_value = "20", value_parser = parse_positive_rate)]
     pub chat_rate: f64,
 
+    /// Most WebSocket sessions open at once; beyond it an upgrade gets 503 with Retry-After
+    /// [default: derived from the file-descriptor limit].
+    #[arg(long, env = "SWITCHBOARD_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+
+    /// On SIGTERM/SIGINT, how long WebSockets get to close (after 1001 "going away") before the
+    /// server exits anyway.
+    #[arg(long, env = "SWITCHBOARD_SHUTDOWN_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Path of the liveness check (200 while the process runs).
+    #[arg(long, env = "SWITCHBOARD_HEALTH_PATH", default_value = "/healthz", value_parser = parse_path)]
+    pub health_path: String,
+
+    /// Path of the readiness check (503 while draining).
+    #[arg(long, env = "SWITCHBOARD_READY_PATH", default_value = "/readyz", value_parser = parse_path)]
+    pub ready_path: String,
+
+    /// Path of the Prometheus metrics.
+    #[arg(long, env = "SWITCHBOARD_METRICS_PATH", default_value = "/metrics", value_parser = parse_path)]
+    pub metrics_path: String,
+
+    /// Path of the JSON status document.
+    #[arg(long, env = "SWITCHBOARD_STATUS_PATH", default_value = "/status", value_parser = parse_path)]
+    pub status_path: String,
+
+    /// Serve the metrics on this separate address instead of the main one.
+    #[arg(long, env = "SWITCHBOARD_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// JSON file with the same keys as the flags (e.g. {"bind": "0.0.0.0:7681",
+    /// "max-backlog": "2MiB"}); flags and env vars win over it.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Run in the background: fork, detach from the terminal, log to --log-file.
+    #[arg(long, env = "SWITCHBOARD_DAEMON")]
+    pub daemon: bool,
+
+    /// Write the server's PID here and hold a lock on it: a second server with the same pid
+    /// file refuses to start.
+    #[arg(long, env = "SWITCHBOARD_PID_FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Append the log to this file instead of standard error.
+    #[arg(long, env = "SWITCHBOARD_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+
     /// chat: messages a connection may send in a burst above --chat-rate.
     #[arg(long, env = "SWITCHBOARD_CHAT_BURST", default_value = "40", value_parser = parse_positive_rate)]
     pub chat_burst: f64,
+}
+
+/// An HTTP path for a built-in endpoint: absolute, no query.
+fn parse_path(text: &str) -> Result<String, String> {
+    if text.starts_with('/') && !text.contains(['?', '#', ' ']) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not an absolute path like /healthz"))
+    }
 }
 
 /// A rate or burst: a positive, finite number.
@@ -148,10 +208,23 @@ impl From<SlowConsumerArg> for SlowConsumerPolicy {
 }
 
 impl Config {
-    /// Parses the command line and environment. Help and version print and exit 0; any other
-    /// problem prints one line naming the flag and exits 2.
+    /// Parses the command line, the environment and the `--config` file (in that order of
+    /// precedence, over the defaults). Help and version print and exit 0; any other problem
+    /// prints one line naming the flag or key and exits 2.
     pub fn from_args() -> Config {
-        match Config::try_parse() {
+        let fail = |message: String| -> ! {
+            eprintln!("switchboard: {message}");
+            std::process::exit(2);
+        };
+        let mut command = Config::command();
+        if let Some(path) = config_file::requested_path() {
+            command =
+                config_file::apply(command, &path).unwrap_or_else(|err| fail(err.to_string()));
+        }
+        let parsed = command
+            .try_get_matches()
+            .and_then(|mut matches| Config::from_arg_matches_mut(&mut matches));
+        match parsed {
             Ok(config) => config,
             Err(err) => {
                 use clap::error::ErrorKind;
@@ -163,8 +236,7 @@ impl Config {
                 }
                 let rendered = err.render().to_string();
                 let first_line = rendered.lines().next().unwrap_or("invalid arguments");
-                eprintln!("switchboard: {}", first_line.trim_start_matches("error: "));
-                std::process::exit(2);
+                fail(first_line.trim_start_matches("error: ").to_owned())
             }
         }
     }

@@ -1,9 +1,11 @@
 //! The `switchboard` binary: parse the configuration, set up the process, run the server.
 
 mod config;
+mod config_file;
 mod http;
 mod lifecycle;
 mod server;
+mod state;
 mod units;
 mod ws;
 

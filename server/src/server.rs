@@ -1,11 +1,35 @@
-//! Start-up: bind, build the app on every worker, run until stopped.
+//! Start-up and shutdown: bind, set up the process (pid file, daemon, fd limit), build the app
+//! on every worker, run until a signal, then drain.
 
-use std::{io, os::fd::AsRawFd, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::{SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    sync::Arc,
+    time::Duration,
+};
 
-use actix_web::{dev::Extensions, middleware::Logger, rt::net::TcpStream, web, App, HttpServer};
-use switchboard_actors::{registry, ConnectionFd, SessionConfig};
+use actix_web::{
+    dev::{Extensions, Service},
+    middleware::Logger,
+    rt::net::TcpStream,
+    web, App, HttpServer,
+};
+use switchboard_actors::{
+    metrics::METRICS, registry, slots::SessionSlots, ConnectionFd, SessionConfig,
+};
 
-use crate::{config::Config, http, lifecycle, ws};
+use crate::{
+    config::Config,
+    http::{self, EndpointPaths},
+    lifecycle::{self, LifecycleError, PidFile},
+    state::ServerState,
+    ws,
+};
+
+/// Connections closed per worker per [`DRAIN_PERIOD`] during a graceful shutdown.
+const DRAIN_BATCH: usize = 500;
+const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +42,8 @@ pub enum StartError {
     UnknownDefaultProtocol { name: String, known: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
     #[error("server stopped with an error: {0}")]
     Run(io::Error),
 }
@@ -26,7 +52,7 @@ impl StartError {
     /// Configuration mistakes exit 2 (like bad flags); failures while running exit 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Run(_) => 1,
+            StartError::Run(_) | StartError::Lifecycle(LifecycleError::AlreadyRunning { .. }) => 1,
             _ => 2,
         }
     }
@@ -37,34 +63,136 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let static_files = http::StaticFiles::open(&config.static_dir, &config.cache_control)?;
     let session_config = Arc::new(session_config(&config));
     let handshake = ws::Handshake::new(&config, session_config.clone())?;
+    // Bind and lock before going to the background, so these mistakes reach the terminal.
+    let listener = bind(config.bind)?;
+    let metrics_listener = config.metrics_bind.map(bind).transpose()?;
+    let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
+    if let Some(path) = &config.log_file {
+        lifecycle::redirect_log(path)?;
+    }
+    if config.daemon {
+        lifecycle::daemonize()?;
+    }
+    if let Some(pid_file) = pid_file.as_mut() {
+        pid_file.write_pid()?;
+    }
+
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
+    let fd_connections = lifecycle::connections_for_fd_limit(fd_limit);
+    let max_sessions = config.max_connections.unwrap_or(fd_connections);
+    let slots = SessionSlots::new(usize::try_from(max_sessions).unwrap_or(usize::MAX));
+    let state = Arc::new(ServerState::new(workers, fd_limit, slots.clone()));
+    let paths = EndpointPaths {
+        health: config.health_path.clone(),
+        ready: config.ready_path.clone(),
+        status: config.status_path.clone(),
+        metrics: config
+            .metrics_bind
+            .is_none()
+            .then(|| config.metrics_path.clone()),
+    };
+    let bound = listener.local_addr().map_err(StartError::Run)?;
+    log::info!(
+        "switchboard listening on {bound} ({workers} workers, file-descriptor limit {fd_limit}, \
+         at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
+    );
 
-    actix_web::rt::System::new().block_on(async move {
+    let result = actix_web::rt::System::new().block_on(async move {
         let static_files = web::Data::new(static_files);
-        let handshake = web::Data::new(handshake);
+        let handshake = web::Data::new(handshake.with_slots(slots));
+        let state_data = web::Data::from(state.clone());
+        let registry = web::Data::new(http::metrics::registry(state.clone()));
+        let app_registry = registry.clone();
+        let per_worker =
+            usize::try_from(fd_connections.div_ceil(workers as u64)).unwrap_or(usize::MAX);
         let server = HttpServer::new(move || {
             registry::start_local_shard(session_config.clone());
             App::new()
                 .app_data(static_files.clone())
                 .app_data(handshake.clone())
+                .app_data(state_data.clone())
+                .app_data(app_registry.clone())
+                .wrap_fn(|req, service| {
+                    let response = service.call(req);
+                    async move {
+                        let response = response.await?;
+                        http::metrics::record_response(response.status());
+                        Ok(response)
+                    }
+                })
                 .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
                 .configure(ws::routes)
-                .configure(http::routes)
+                .configure(http::routes(&paths))
         })
         .workers(workers)
+        .max_connections(per_worker)
+        .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
+        .disable_signals()
         .on_connect(record_connection)
-        .bind(config.bind)
-        .map_err(|source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-        for addr in server.addrs() {
+        .listen(listener)
+        .map_err(StartError::Run)?
+        .run();
+
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                log::info!(
+                    "metrics on http://{}{}",
+                    listener.local_addr().map_err(StartError::Run)?,
+                    config.metrics_path
+                );
+                let path = config.metrics_path.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(registry.clone())
+                        .configure(http::metrics_only(&path))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .map_err(StartError::Run)?
+                .run();
+                Some(server)
+            }
+            None => None,
+        };
+
+        let handle = server.handle();
+        let metrics_handle = metrics_server.as_ref().map(|server| server.handle());
+        let shutdown_timeout = config.shutdown_timeout;
+        actix_web::rt::spawn(async move {
+            lifecycle::shutdown_signal().await;
             log::info!(
-                "switchboard listening on {addr} ({workers} workers, file-descriptor limit {fd_limit})"
+                "shutting down: closing {} WebSocket connections (up to {shutdown_timeout:?})",
+                METRICS.sessions_open.get()
             );
+            state.start_draining();
+            actix_web::rt::spawn(async {
+                lifecycle::shutdown_signal().await;
+                log::warn!("second signal: exiting now");
+                std::process::exit(1);
+            });
+            registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
+            // Stop accepting; workers wait for their connections (up to the shutdown timeout).
+            handle.stop(true).await;
+            if let Some(metrics) = metrics_handle {
+                metrics.stop(true).await;
+            }
+            log::info!("shutdown complete");
+        });
+        if let Some(metrics_server) = metrics_server {
+            actix_web::rt::spawn(metrics_server);
         }
-        server.run().await.map_err(StartError::Run)
+        server.await.map_err(StartError::Run)
+    });
+    drop(pid_file);
+    result
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
     })
 }
 

@@ -10,11 +10,13 @@ use actix_web::{
     web, HttpRequest, HttpResponse, ResponseError,
 };
 use switchboard_actors::{
+    metrics::METRICS,
     next_session_id,
     outbox::Outbox,
     protocol::{ConnectionInfo, ProtocolSpec},
     protocols,
     session::Session,
+    slots::SessionSlots,
     transport, ConnectionFd, ProtocolSettings, SessionConfig,
 };
 
@@ -25,6 +27,7 @@ pub struct Handshake {
     default_protocol: &'static ProtocolSpec,
     session: Arc<SessionConfig>,
     settings: ProtocolSettings,
+    slots: Option<Arc<SessionSlots>>,
 }
 
 impl Handshake {
@@ -39,9 +42,19 @@ impl Handshake {
             default_protocol,
             session,
             settings: config.protocol_settings(),
+            slots: None,
         })
     }
+
+    /// Caps the sessions this handshake starts.
+    pub fn with_slots(mut self, slots: Arc<SessionSlots>) -> Handshake {
+        self.slots = Some(slots);
+        self
+    }
 }
+
+/// Seconds a client refused at the session cap is asked to wait.
+const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// Why a handshake was refused; each maps to a status and a plain-text reason.
 #[derive(Debug, thiserror::Error)]
@@ -60,20 +73,29 @@ pub enum HandshakeRefusal {
         "none of the offered protocols ({offered}) is served here; this server speaks: {known}"
     )]
     UnknownProtocol { offered: String, known: String },
+    #[error("the server is at its limit of {0} WebSocket connections; retry later")]
+    AtCapacity(usize),
 }
 
 impl ResponseError for HandshakeRefusal {
     fn status_code(&self) -> StatusCode {
         match self {
             HandshakeRefusal::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            HandshakeRefusal::AtCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let HandshakeRefusal::UnsupportedVersion = self {
-            response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+        match self {
+            HandshakeRefusal::UnsupportedVersion => {
+                response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+            }
+            HandshakeRefusal::AtCapacity(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+            }
+            _ => {}
         }
         response
             .content_type("text/plain; charset=utf-8")
@@ -120,6 +142,13 @@ async fn upgrade(
 ) -> Result<HttpResponse, HandshakeRefusal> {
     actix_http::ws::verify_handshake(req.head())?;
     let (spec, offered) = choose_protocol(&req, handshake.default_protocol)?;
+    let slot = match &handshake.slots {
+        Some(slots) => Some(slots.try_take().ok_or_else(|| {
+            METRICS.sessions_refused.inc();
+            HandshakeRefusal::AtCapacity(slots.max())
+        })?),
+        None => None,
+    };
     let info = ConnectionInfo {
         id: next_session_id(),
         protocol: spec.name,
@@ -138,7 +167,13 @@ async fn upgrade(
     let fd = req.conn_data::<ConnectionFd>().map(|fd| fd.0);
     let outbox = Rc::new(Outbox::new(config.max_backlog, config.slow_consumer, fd));
     let protocol = (spec.open)(&info, &handshake.settings);
-    let session = Session::new(protocol, info, outbox.clone(), config.max_message_size);
+    let session = Session::new(
+        protocol,
+        info,
+        outbox.clone(),
+        config.max_message_size,
+        slot,
+    );
     Ok(transport::start(
         &req,
         payload,

@@ -77,6 +77,13 @@ pub fn publish(key: &GroupKey, frame: Frame) {
     });
 }
 
+/// Starts closing every WebSocket on every worker with 1001 "going away" (graceful shutdown),
+/// `batch` connections per worker every `period`, so that a server with 100k connections does
+/// not make them all reconnect at the same instant.
+pub fn drain_all(batch: usize, period: Duration) {
+    directory::for_each_other(usize::MAX, |shard| shard.do_send(Drain { batch, period }));
+}
+
 /// The watchdog runs often enough to honour the shortest timer with a little slack.
 fn watchdog_period(config: &SessionConfig) -> Duration {
     let shortest = config
@@ -144,6 +151,17 @@ impl ShardCore {
         reached
     }
 
+    /// Queues 1001 "going away" to up to `count` sessions not yet closing; returns how many.
+    fn close_some(&self, count: usize) -> usize {
+        self.sessions
+            .borrow()
+            .values()
+            .filter(|outbox| outbox.is_alive() && !outbox.is_closing())
+            .take(count)
+            .filter(|outbox| outbox.close(&CloseError::GoingAway, AfterClose::AwaitPeer))
+            .count()
+    }
+
     /// Keepalive pings, idle timeouts and close timeouts of this worker's connections. It runs
     /// on the shard's own timer, so a connection whose socket is stuck is still timed out.
     fn watchdog(&self, now: Instant) {
@@ -180,6 +198,27 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.tick, |shard, _| shard.core.watchdog(Instant::now()));
+    }
+}
+
+/// Close this shard's sessions with 1001, in batches.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+struct Drain {
+    batch: usize,
+    period: Duration,
+}
+
+impl Handler<Drain> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, drain: Drain, ctx: &mut Context<Self>) {
+        let closed = self.core.close_some(drain.batch.max(1));
+        if closed > 0 {
+            ctx.run_later(drain.period, move |_, ctx| {
+                ctx.address().do_send(drain);
+            });
+        }
     }
 }
 
