@@ -9,7 +9,12 @@ mod status;
 use crate::protocol::ProtocolSpec;
 
 /// Every protocol, by the name a client offers in `Sec-WebSocket-Protocol`.
-pub static ALL: &[ProtocolSpec] = &[echo::SPEC, mirror::SPEC, dumb_increment::SPEC, status::SPEC];
+pub static ALL: &[ProtocolSpec] = &[
+    echo::SPEC,
+    mirror::SPEC,
+    dumb_increment::SPEC,
+    status::SPEC,
+];
 
 /// Looks a protocol up by name.
 pub fn find(name: &str) -> Option<&'static ProtocolSpec> {
@@ -22,4 +27,24 @@ pub fn names() -> String {
         .map(|spec| spec.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A protocol's position in [`ALL`] (for per-protocol metrics).
+pub fn position(name: &str) -> Option<usize> {
+    ALL.iter().position(|spec| spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_protocol_has_a_metrics_slot() {
+        assert!(super::ALL.len() <= crate::metrics::MAX_PROTOCOLS);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (index, spec) in super::ALL.iter().enumerate() {
+            assert_eq!(super::position(spec.name), Some(index));
+        }
+    }
 }
