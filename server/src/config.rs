@@ -10,7 +10,7 @@ use switchboard_actors::{ProtocolSettings, SlowConsumerPolicy};
 
 use crate::{
     config_file,
-    units::{parse_duration, parse_usize_bytes},
+    units::{parse_bytes, parse_duration, parse_usize_bytes},
 };
 
 /// Switchboard: a WebSocket + HTTP server for chat and live-broadcast backends.
@@ -146,6 +146,38 @@ pub struct Config {
     /// Append the log to this file instead of standard error.
     #[arg(long, env = "SWITCHBOARD_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+
+    /// Directory where `POST /upload` stores files; uploads are off when unset.
+    #[arg(long, env = "SWITCHBOARD_UPLOAD_DIR")]
+    pub upload_dir: Option<PathBuf>,
+
+    /// Largest upload request body; larger → 413 and the partial files are removed.
+    #[arg(long, env = "SWITCHBOARD_MAX_UPLOAD", default_value = "4GiB", value_parser = parse_bytes)]
+    pub max_upload: u64,
+
+    /// Bearer token of `POST /api/publish`; the endpoint is off when unset.
+    #[arg(long, env = "SWITCHBOARD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Largest `POST /api/publish` body; larger → 413.
+    #[arg(long, env = "SWITCHBOARD_MAX_PUBLISH_BODY", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_publish_body: u64,
+
+    /// Largest request head (request line and headers); larger → 431.
+    #[arg(long, env = "SWITCHBOARD_MAX_HEAD", default_value = "16KiB", value_parser = parse_usize_bytes)]
+    pub max_head: usize,
+
+    /// A client must send its whole request head within this time, or gets 408 and is closed.
+    #[arg(long, env = "SWITCHBOARD_HEAD_TIMEOUT", default_value = "10", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+
+    /// A request body that makes no progress for this long gets 408.
+    #[arg(long, env = "SWITCHBOARD_BODY_TIMEOUT", default_value = "60", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// An idle keep-alive HTTP connection is closed after this long (0: no keep-alive).
+    #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE", default_value = "5", value_parser = parse_duration)]
+    pub keep_alive: Duration,
 
     /// chat: messages a connection may send in a burst above --chat-rate.
     #[arg(long, env = "SWITCHBOARD_CHAT_BURST", default_value = "40", value_parser = parse_positive_rate)]

@@ -11,10 +11,12 @@ use std::{
 
 use actix_web::{
     dev::{Extensions, Service},
+    http::KeepAlive,
     middleware::Logger,
     rt::net::TcpStream,
     web, App, HttpServer,
 };
+use futures_util::future::{ready, Either};
 use switchboard_actors::{
     metrics::METRICS, registry, slots::SessionSlots, ConnectionFd, SessionConfig,
 };
@@ -100,6 +102,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let result = actix_web::rt::System::new().block_on(async move {
         let static_files = web::Data::new(static_files);
+        let uploads = web::Data::new(http::Uploads {
+            dir: config.upload_dir.clone(),
+            limits: http::BodyLimits {
+                max_bytes: config.max_upload,
+                idle: config.body_timeout,
+            },
+        });
+        let publishing = web::Data::new(http::Publishing {
+            token: config.api_token.clone().filter(|token| !token.is_empty()),
+            limits: http::BodyLimits {
+                max_bytes: config.max_publish_body,
+                idle: config.body_timeout,
+            },
+        });
+        let max_head = config.max_head;
         let handshake = web::Data::new(handshake.with_slots(slots));
         let state_data = web::Data::from(state.clone());
         let registry = web::Data::new(http::metrics::registry(state.clone()));
@@ -113,10 +130,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 .app_data(handshake.clone())
                 .app_data(state_data.clone())
                 .app_data(app_registry.clone())
-                .wrap_fn(|req, service| {
-                    let response = service.call(req);
+                .app_data(uploads.clone())
+                .app_data(publishing.clone())
+                .wrap_fn(move |req, service| {
+                    let refused = http::head_limit::check(req.head(), max_head).err();
+                    let response = match refused {
+                        Some(refusal) => Either::Left(ready(Ok(req.error_response(refusal)))),
+                        None => Either::Right(service.call(req)),
+                    };
                     async move {
-                        let response = response.await?;
+                        let response = response.await?.map_into_boxed_body();
                         http::metrics::record_response(response.status());
                         Ok(response)
                     }
@@ -127,6 +150,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         })
         .workers(workers)
         .max_connections(per_worker)
+        .client_request_timeout(config.head_timeout)
+        .keep_alive(keep_alive(config.keep_alive))
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
         .disable_signals()
         .on_connect(record_connection)
@@ -187,6 +212,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
     });
     drop(pid_file);
     result
+}
+
+fn keep_alive(idle: Duration) -> KeepAlive {
+    if idle.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(idle)
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -9,4 +9,4 @@ mod group;
 mod shard;
 
 pub use group::GroupKey;
-pub use shard::{drain_all, local_shard, publish, start_local_shard, ShardCore};
+pub use shard::{drain_all, local_shard, publish, publish_counted, start_local_shard, ShardCore};

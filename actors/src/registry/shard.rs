@@ -77,6 +77,23 @@ pub fn publish(key: &GroupKey, frame: Frame) {
     });
 }
 
+/// Like [`publish`], and reports how many members received the message, on all workers.
+pub async fn publish_counted(key: &GroupKey, frame: Frame) -> usize {
+    METRICS.broadcasts.inc();
+    let mut replies = Vec::new();
+    directory::for_each_other(usize::MAX, |shard| {
+        replies.push(shard.send(CountedBroadcast {
+            key: key.clone(),
+            frame: frame.clone(),
+        }))
+    });
+    let mut reached = 0;
+    for reply in replies {
+        reached += reply.await.unwrap_or(0);
+    }
+    reached
+}
+
 /// Starts closing every WebSocket on every worker with 1001 "going away" (graceful shutdown),
 /// `batch` connections per worker every `period`, so that a server with 100k connections does
 /// not make them all reconnect at the same instant.
@@ -198,6 +215,22 @@ impl Actor for Shard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.tick, |shard, _| shard.core.watchdog(Instant::now()));
+    }
+}
+
+/// A broadcast whose sender wants to know how many members this shard reached.
+#[derive(ActixMessage)]
+#[rtype(result = "usize")]
+struct CountedBroadcast {
+    key: GroupKey,
+    frame: Frame,
+}
+
+impl Handler<CountedBroadcast> for Shard {
+    type Result = usize;
+
+    fn handle(&mut self, message: CountedBroadcast, _: &mut Context<Self>) -> usize {
+        self.core.deliver_local(&message.key, &message.frame)
     }
 }
 

@@ -1,19 +1,27 @@
 //! Plain HTTP: one file per concern. Routes that are not WebSocket handshakes end here.
 
+mod body;
 mod byteranges;
 mod conditional;
 mod error;
 mod file_body;
+pub mod head_limit;
 mod health;
 pub mod metrics;
+mod publish;
 mod ranges;
+pub mod request_error;
 mod safe_path;
 mod static_files;
 mod status;
+mod upload;
 
 use actix_web::web;
 
+pub use body::BodyLimits;
+pub use publish::Publishing;
 pub use static_files::StaticFiles;
+pub use upload::Uploads;
 
 /// Where the built-in endpoints live (each path is a flag).
 #[derive(Debug, Clone)]
@@ -35,6 +43,9 @@ pub fn routes(paths: &EndpointPaths) -> impl FnOnce(&mut web::ServiceConfig) + '
         if let Some(metrics_path) = &paths.metrics {
             cfg.route(metrics_path, web::get().to(metrics::scrape));
         }
+        // Every method reaches these handlers, which answer 405 with `Allow` themselves.
+        cfg.route("/upload", web::route().to(upload::upload))
+            .route("/api/publish", web::route().to(publish::publish));
         cfg.default_service(web::to(static_files::serve));
     }
 }

@@ -1,0 +1,96 @@
+//! `POST /api/publish`: a backend sends a message to every member of a protocol's room.
+//!
+//! Authenticated by `Authorization: Bearer <--api-token>`; with no token configured the endpoint
+//! is off. Body: `{"protocol": "lws-mirror-protocol", "room": "NAME", "message": "text"}` (a
+//! `message` that is not a string is sent as its JSON text). Answers `{"reached": N}`, the
+//! connections the message was queued for, on every worker.
+
+use actix_web::{http::header, http::Method, web, HttpRequest, HttpResponse};
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchboard_actors::{
+    outbox::Frame,
+    protocols,
+    registry::{publish_counted, GroupKey},
+    Message,
+};
+
+use super::{
+    body::{BodyLimits, BoundedBody},
+    request_error::RequestError,
+};
+
+/// Publishing settings.
+pub struct Publishing {
+    pub token: Option<String>,
+    pub limits: BodyLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    protocol: String,
+    #[serde(default)]
+    room: String,
+    message: Value,
+}
+
+pub async fn publish(
+    req: HttpRequest,
+    payload: web::Payload,
+    publishing: web::Data<Publishing>,
+) -> Result<HttpResponse, RequestError> {
+    if req.method() != Method::POST {
+        return Err(RequestError::MethodNotAllowed { allow: "POST" });
+    }
+    let Some(token) = &publishing.token else {
+        return Err(RequestError::Disabled("publishing (--api-token)"));
+    };
+    if !bearer_matches(&req, token) {
+        return Err(RequestError::Unauthorized);
+    }
+    let (body, outcome) = BoundedBody::new(&req, payload, publishing.limits)?;
+    let body = body.collect(&outcome).await?;
+    let request: PublishRequest = serde_json::from_slice(&body)
+        .map_err(|err| RequestError::BadBody(format!("invalid JSON: {err}")))?;
+    let Some(spec) = protocols::find(&request.protocol) else {
+        return Err(RequestError::BadBody(format!(
+            "unknown protocol `{}`; this server speaks: {}",
+            request.protocol,
+            protocols::names()
+        )));
+    };
+    let text = match request.message {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    let message = Message::Text(ByteString::from(text));
+    let key = GroupKey::new(spec.name, &request.room);
+    let reached = publish_counted(&key, Frame::message(&message)).await;
+    log::info!(
+        "published to {}/{}: {reached} connections",
+        spec.name,
+        request.room
+    );
+    Ok(HttpResponse::Ok().json(json!({ "reached": reached })))
+}
+
+/// Compares the bearer token in constant time, so response timing reveals nothing about it.
+fn bearer_matches(req: &HttpRequest, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (given, token) = (given.trim().as_bytes(), token.as_bytes());
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
+}
