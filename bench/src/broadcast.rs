@@ -47,9 +47,13 @@ pub struct BroadcastArgs {
     /// Mirror instance (`?mirror=NAME`); default: a name unique to this run
     #[arg(long)]
     pub mirror: Option<String>,
-    /// Seconds allowed after the last send for messages still on their way
-    #[arg(long, default_value_t = 3.0)]
+    /// After the last send, a subscriber waits for the rest of its messages until it has gone
+    /// this many seconds without receiving anything
+    #[arg(long, default_value_t = 2.0)]
     pub drain: f64,
+    /// ... and in any case no longer than this many seconds after the last send
+    #[arg(long, default_value_t = 30.0)]
+    pub drain_max: f64,
 }
 
 impl BroadcastArgs {
@@ -58,7 +62,7 @@ impl BroadcastArgs {
         let batches = n.div_ceil(common.concurrency.max(1)) as u32;
         common.warmup()
             + common.duration()
-            + Duration::from_secs_f64(self.drain.max(0.0))
+            + Duration::from_secs_f64(self.drain_max.max(0.0))
             + common.connect_timeout() * (batches + 1)
             + Duration::from_secs(15)
     }
@@ -106,7 +110,10 @@ struct Clock {
     warm_end_ns: u64,
     end_ns: u64,
     end: Instant,
+    /// Hard end of the drain.
     drain_end: Instant,
+    /// Quiet time after which a subscriber stops waiting once publishing is over.
+    drain_idle_ns: u64,
 }
 
 pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
@@ -171,7 +178,8 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         warm_end_ns: common::instant_ns(warm_end),
         end_ns: common::instant_ns(end),
         end,
-        drain_end: end + Duration::from_secs_f64(args.drain.max(0.0)),
+        drain_end: end + Duration::from_secs_f64(args.drain_max.max(0.0)),
+        drain_idle_ns: (args.drain.max(0.0) * 1e9) as u64,
     };
 
     let mut sub_tasks = Vec::new();
@@ -277,8 +285,7 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     );
     println!(
         "  sent after warm-up x subscribers {expected}, received {measured}, loss {loss} \
-         ({loss_pct:.4} %; not received by the end of the {:.1} s drain)",
-        args.drain
+         ({loss_pct:.4} %; not received by the end of the drain)"
     );
     println!(
         "  order violations {order_violations}, sequence gaps {gaps} (numbers skipped before a \
@@ -494,6 +501,7 @@ async fn subscriber(
     let mut next = vec![0u64; publishers];
     let mut progress = 0u64;
     let mut buf: Vec<u8> = Vec::new();
+    let mut last_message_ns = common::now_ns();
     // One timer for the whole loop (cheaper than a timeout per message): every 50 ms the loop
     // looks at whether publishing is over and everything has arrived.
     let tick = tokio::time::sleep(Duration::from_millis(50));
@@ -505,10 +513,13 @@ async fn subscriber(
             _ = &mut tick => None,
         };
         let Some(polled) = polled else {
-            if (shared.publishing_done.load(Ordering::Acquire)
-                && progress >= shared.sent.load(Ordering::Acquire))
-                || Instant::now() >= clock.drain_end
+            if shared.publishing_done.load(Ordering::Acquire)
+                && (progress >= shared.sent.load(Ordering::Acquire)
+                    || common::now_ns().saturating_sub(last_message_ns) >= clock.drain_idle_ns)
             {
+                break;
+            }
+            if Instant::now() >= clock.drain_end {
                 break;
             }
             tick.as_mut()
@@ -527,6 +538,7 @@ async fn subscriber(
             Some(Ok(msg)) => msg,
         };
         let now = common::now_ns();
+        last_message_ns = now;
         match &msg {
             Message::Text(t) => buf.extend_from_slice(t.as_bytes()),
             Message::Binary(b) => buf.extend_from_slice(b),

@@ -175,25 +175,26 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Adds `p50_ms`, `p99_ms`, `p999_ms`, `max_ms`, `mean_ms` (prefixed) to a JSON object.
+/// Adds `p50_ms`, `p99_ms`, `p999_ms`, `max_ms`, `mean_ms` (prefixed) to a JSON object; null
+/// when there are no samples.
 pub fn latency_fields(out: &mut Map<String, Value>, prefix: &str, h: &Histogram<u64>) {
-    let ms = |us: u64| us as f64 / 1000.0;
-    let (p50, p99, p999, max, mean) = if h.is_empty() {
-        (0.0, 0.0, 0.0, 0.0, 0.0)
+    let ms = |us: u64| Value::from(round3(us as f64 / 1000.0));
+    let figures = [
+        ("p50_ms", h.value_at_quantile(0.50)),
+        ("p99_ms", h.value_at_quantile(0.99)),
+        ("p999_ms", h.value_at_quantile(0.999)),
+        ("max_ms", h.max()),
+    ];
+    for (name, us) in figures {
+        let v = if h.is_empty() { Value::Null } else { ms(us) };
+        out.insert(format!("{prefix}{name}"), v);
+    }
+    let mean = if h.is_empty() {
+        Value::Null
     } else {
-        (
-            ms(h.value_at_quantile(0.50)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.value_at_quantile(0.999)),
-            ms(h.max()),
-            h.mean() / 1000.0,
-        )
+        Value::from(round3(h.mean() / 1000.0))
     };
-    out.insert(format!("{prefix}p50_ms"), round3(p50).into());
-    out.insert(format!("{prefix}p99_ms"), round3(p99).into());
-    out.insert(format!("{prefix}p999_ms"), round3(p999).into());
-    out.insert(format!("{prefix}max_ms"), round3(max).into());
-    out.insert(format!("{prefix}mean_ms"), round3(mean).into());
+    out.insert(format!("{prefix}mean_ms"), mean);
 }
 
 pub fn latency_line(h: &Histogram<u64>) -> String {
