@@ -1,6 +1,7 @@
 //! The protocols this server speaks, one file each. To add one: write its file and add one line
 //! to [`ALL`].
 
+mod chat;
 mod dumb_increment;
 mod echo;
 mod mirror;
@@ -14,6 +15,7 @@ pub static ALL: &[ProtocolSpec] = &[
     mirror::SPEC,
     dumb_increment::SPEC,
     status::SPEC,
+    chat::SPEC,
 ];
 
 /// Looks a protocol up by name.

@@ -1,0 +1,280 @@
+//! One room's state: its members, its message ids and its recent history. Only the owner of
+//! all rooms ([`super::rooms::ChatRooms`]) touches it, so ids are stamped in one place.
+
+use std::{
+    collections::{hash_map::RandomState, VecDeque},
+    hash::BuildHasher,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytestring::ByteString;
+use indexmap::IndexMap;
+
+use super::wire::{self, Event};
+use crate::SessionId;
+
+/// A message as stored and sent: its id and its `message` event, serialized once.
+struct Stored {
+    id: u64,
+    event: ByteString,
+}
+
+/// A room: ids count up from 1 within an `epoch`; a new epoch starts with each new room (at
+/// server start every room is new), so an `(epoch, id)` pair names one message for good.
+pub struct Room {
+    epoch: String,
+    last_id: u64,
+    history: VecDeque<Stored>,
+    capacity: usize,
+    /// Connection → nick, in the order they joined.
+    members: IndexMap<SessionId, String>,
+    empty_since: Option<Instant>,
+}
+
+/// What a rejoining client gets: whether it recovered, and the messages to send it.
+pub struct Recovery<'a> {
+    pub recovered: bool,
+    pub history: Vec<&'a str>,
+}
+
+impl Room {
+    /// A new room keeping the last `capacity` messages (`--history`).
+    pub fn new(capacity: usize, now: Instant) -> Room {
+        Room {
+            epoch: new_epoch(),
+            last_id: 0,
+            history: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            members: IndexMap::new(),
+            empty_since: Some(now),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    #[cfg(test)]
+    pub fn last_id(&self) -> u64 {
+        self.last_id
+    }
+
+    pub fn add_member(&mut self, conn: SessionId, nick: &str) {
+        self.members.insert(conn, nick.to_owned());
+        self.empty_since = None;
+    }
+
+    /// Removes a member; returns its nick if it was one.
+    pub fn remove_member(&mut self, conn: SessionId, now: Instant) -> Option<String> {
+        let nick = self.members.shift_remove(&conn)?;
+        if self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+        Some(nick)
+    }
+
+    pub fn rename_member(&mut self, conn: SessionId, nick: &str) {
+        if let Some(current) = self.members.get_mut(&conn) {
+            nick.clone_into(current);
+        }
+    }
+
+    pub fn is_member(&self, conn: SessionId) -> bool {
+        self.members.contains_key(&conn)
+    }
+
+    pub fn members(&self) -> Vec<&str> {
+        self.members.values().map(String::as_str).collect()
+    }
+
+    /// Since when the room has had no members (`None`: it has some).
+    pub fn empty_since(&self) -> Option<Instant> {
+        self.empty_since
+    }
+
+    /// Stamps a message with the next id, keeps it in the history and returns its event.
+    pub fn say(&mut self, room: &str, nick: &str, text: &str, ts: u64) -> ByteString {
+        self.last_id += 1;
+        let event = Event::Message {
+            room,
+            id: self.last_id,
+            epoch: &self.epoch,
+            ts,
+            nick,
+            text,
+        }
+        .encode();
+        if self.capacity > 0 {
+            if self.history.len() == self.capacity {
+                self.history.pop_front();
+            }
+            self.history.push_back(Stored {
+                id: self.last_id,
+                event: event.clone(),
+            });
+        }
+        event
+    }
+
+    /// The messages after `since` if they are all still here and `epoch` is this room's;
+    /// otherwise (or without `since`) everything kept, with `recovered: false`.
+    pub fn recover(&self, since: Option<u64>, epoch: Option<&str>) -> Recovery<'_> {
+        let first_kept = self.history.front().map_or(self.last_id + 1, |m| m.id);
+        let recovered = match since {
+            Some(since) => {
+                epoch == Some(self.epoch.as_str())
+                    && since <= self.last_id
+                    && since >= first_kept - 1
+            }
+            None => false,
+        };
+        let after = if recovered { since.unwrap_or(0) } else { 0 };
+        Recovery {
+            recovered,
+            history: self
+                .history
+                .iter()
+                .filter(|stored| stored.id > after)
+                .map(|stored| &*stored.event)
+                .collect(),
+        }
+    }
+
+    /// The answer to a join: the room now (members, last id) and what the joiner missed.
+    pub fn joined(
+        &self,
+        room: &str,
+        nick: &str,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> ByteString {
+        let recovery = self.recover(since, epoch);
+        Event::Joined {
+            room,
+            epoch: &self.epoch,
+            nick,
+            members: self.members(),
+            last_id: self.last_id,
+            recovered: recovery.recovered,
+            history: recovery.history.into_iter().map(wire::raw).collect(),
+        }
+        .encode()
+    }
+}
+
+/// Milliseconds since the Unix epoch (the `ts` of messages).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// A new epoch: 64 random bits as hex, so epochs differ across rooms and server restarts. The
+/// randomness is std's per-process hash keys, mixed with the time and a counter.
+fn new_epoch() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:016x}",
+        RandomState::new().hash_one((nanos, count, std::process::id()))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(recovery: &Recovery<'_>) -> Vec<u64> {
+        recovery
+            .history
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<serde_json::Value>(text).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn room_with(capacity: usize, messages: u64) -> Room {
+        let mut room = Room::new(capacity, Instant::now());
+        for n in 0..messages {
+            room.say("r", "ann", &n.to_string(), 0);
+        }
+        room
+    }
+
+    #[test]
+    fn ids_count_up_and_history_keeps_the_last_ones() {
+        let room = room_with(3, 5);
+        assert_eq!(room.last_id(), 5);
+        assert_eq!(ids(&room.recover(None, None)), [3, 4, 5]);
+    }
+
+    #[test]
+    fn recovery_gives_exactly_the_missed_messages() {
+        let room = room_with(3, 5);
+        let epoch = Some(room.epoch());
+        let recovery = room.recover(Some(3), epoch);
+        assert!(recovery.recovered);
+        assert_eq!(ids(&recovery), [4, 5]);
+        // The oldest kept message is 3, so a client that saw 2 misses nothing.
+        let recovery = room.recover(Some(2), epoch);
+        assert!(recovery.recovered);
+        assert_eq!(ids(&recovery), [3, 4, 5]);
+        let recovery = room.recover(Some(5), epoch);
+        assert!(recovery.recovered);
+        assert!(recovery.history.is_empty());
+    }
+
+    #[test]
+    fn recovery_fails_outside_the_window_or_epoch() {
+        let room = room_with(3, 5);
+        let epoch = Some(room.epoch());
+        // Message 2 was dropped from the history: what is kept comes with recovered: false.
+        let recovery = room.recover(Some(1), epoch);
+        assert!(!recovery.recovered);
+        assert_eq!(ids(&recovery), [3, 4, 5]);
+        assert!(!room.recover(Some(3), Some("another epoch")).recovered);
+        assert!(!room.recover(Some(3), None).recovered);
+        assert!(!room.recover(Some(6), epoch).recovered);
+        assert!(!room.recover(None, epoch).recovered);
+    }
+
+    #[test]
+    fn without_history_only_an_up_to_date_client_recovers() {
+        let room = room_with(0, 4);
+        let epoch = Some(room.epoch());
+        assert!(room.recover(Some(4), epoch).recovered);
+        assert!(!room.recover(Some(3), epoch).recovered);
+        let fresh = room_with(0, 0);
+        assert!(fresh.recover(Some(0), Some(fresh.epoch())).recovered);
+    }
+
+    #[test]
+    fn new_rooms_get_new_epochs() {
+        assert_ne!(room_with(1, 0).epoch(), room_with(1, 0).epoch());
+    }
+
+    #[test]
+    fn members_keep_join_order_and_empty_rooms_are_dated() {
+        let now = Instant::now();
+        let mut room = Room::new(1, now);
+        room.add_member(1, "ann");
+        room.add_member(2, "bob");
+        room.add_member(3, "cy");
+        assert_eq!(room.remove_member(1, now).as_deref(), Some("ann"));
+        room.rename_member(3, "cyd");
+        assert_eq!(room.members(), ["bob", "cyd"]);
+        assert_eq!(room.empty_since(), None);
+        room.remove_member(2, now);
+        room.remove_member(3, now);
+        assert_eq!(room.empty_since(), Some(now));
+        assert_eq!(room.remove_member(3, now), None);
+    }
+}

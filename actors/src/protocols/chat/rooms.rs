@@ -1,0 +1,292 @@
+//! The single owner of every chat room: one actor per process, on its own thread.
+//!
+//! Connections live on many workers, but a room's ids, history and member list must have exactly
+//! one writer, or two workers could stamp the same id. So every request that changes a room is
+//! sent here, handled one at a time, and its effects fanned out with [`publish`]: one shared
+//! payload per event, one message per worker shard, each shard delivering to its own members.
+//!
+//! Everything this actor sends goes through [`publish`] from this one thread, so every shard,
+//! and so every connection, sees this actor's events in the order it produced them. That
+//! includes the answers meant for one connection (`joined`, `left`, the confirmation of a nick
+//! change): they are published to the connection's private reply group ([`reply_room`]), which
+//! puts them in the same order as the room events around them (see the module documentation of
+//! [`super`] for why that matters).
+
+use std::{
+    collections::HashMap,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message as ActixMessage};
+use bytestring::ByteString;
+
+use super::{
+    room::{now_ms, Room},
+    wire::{Event, Presence},
+};
+use crate::{
+    message::Message,
+    outbox::Frame,
+    registry::{publish, GroupKey},
+    SessionId,
+};
+
+/// The protocol's name, which is also the protocol part of its registry groups.
+pub const PROTOCOL: &str = "chat";
+
+/// How long a room without members keeps its history (and epoch) for clients coming back.
+const EMPTY_ROOM_TTL: Duration = Duration::from_secs(300);
+/// How often rooms empty for longer than [`EMPTY_ROOM_TTL`] are forgotten.
+const SWEEP_PERIOD: Duration = Duration::from_secs(30);
+
+/// The registry group only this connection is in: the owner's answers to it. Room names
+/// cannot contain control characters, so this never names a room.
+pub fn reply_room(conn: SessionId) -> String {
+    format!("\0{conn}")
+}
+
+/// What connections ask of the owner. Validation (sizes, rates, membership) is done before, on
+/// the connection's thread; these are the requests that passed.
+#[derive(Debug, ActixMessage)]
+#[rtype(result = "()")]
+pub enum ToRooms {
+    Join {
+        conn: SessionId,
+        room: String,
+        nick: String,
+        since: Option<u64>,
+        epoch: Option<String>,
+    },
+    Leave {
+        conn: SessionId,
+        room: String,
+    },
+    Say {
+        conn: SessionId,
+        room: String,
+        text: String,
+    },
+    Nick {
+        conn: SessionId,
+        nick: String,
+    },
+    /// The connection is gone: it leaves every room.
+    Gone {
+        conn: SessionId,
+    },
+}
+
+/// The process's owner of rooms, started on first use.
+struct Owner {
+    addr: Addr<ChatRooms>,
+    /// Its thread; kept so the owner lives as long as the process.
+    _arbiter: Arbiter,
+}
+
+static OWNER: OnceLock<Owner> = OnceLock::new();
+
+/// The owner of all rooms, started on its own arbiter the first time a chat connection opens.
+/// `history` (`--history`) is the same for every connection, so the first one's is used.
+pub fn owner(history: usize) -> Addr<ChatRooms> {
+    OWNER
+        .get_or_init(|| {
+            let arbiter = Arbiter::new();
+            let addr = ChatRooms::start_in_arbiter(&arbiter.handle(), move |_| ChatRooms {
+                history,
+                rooms: HashMap::new(),
+                conns: HashMap::new(),
+            });
+            Owner {
+                addr,
+                _arbiter: arbiter,
+            }
+        })
+        .addr
+        .clone()
+}
+
+/// What the owner knows of a connection: its nick and the rooms it is in.
+struct Conn {
+    nick: String,
+    rooms: Vec<String>,
+}
+
+pub struct ChatRooms {
+    history: usize,
+    rooms: HashMap<String, Room>,
+    conns: HashMap<SessionId, Conn>,
+}
+
+impl Actor for ChatRooms {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP_PERIOD, |rooms, _| rooms.forget_empty(Instant::now()));
+    }
+}
+
+impl Handler<ToRooms> for ChatRooms {
+    type Result = ();
+
+    fn handle(&mut self, request: ToRooms, _: &mut Context<Self>) {
+        match request {
+            ToRooms::Join {
+                conn,
+                room,
+                nick,
+                since,
+                epoch,
+            } => self.join(conn, room, nick, since, epoch.as_deref()),
+            ToRooms::Leave { conn, room } => self.leave(conn, &room),
+            ToRooms::Say { conn, room, text } => self.say(conn, &room, &text),
+            ToRooms::Nick { conn, nick } => self.nick(conn, nick),
+            ToRooms::Gone { conn } => self.gone(conn),
+        }
+    }
+}
+
+impl ChatRooms {
+    /// Adds the member, tells the others, then answers the joiner. The joiner is already in
+    /// the room's registry group, so everything published after this reaches it.
+    fn join(
+        &mut self,
+        conn: SessionId,
+        room: String,
+        nick: String,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) {
+        let history = self.history;
+        let state = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room::new(history, Instant::now()));
+        if state.is_member(conn) {
+            return;
+        }
+        state.add_member(conn, &nick);
+        publish_room(
+            &room,
+            Event::Presence {
+                room: &room,
+                event: Presence::Join,
+                nick: &nick,
+            }
+            .encode(),
+        );
+        reply(conn, state.joined(&room, &nick, since, epoch));
+        let entry = self.conns.entry(conn).or_insert_with(|| Conn {
+            nick: nick.clone(),
+            rooms: Vec::new(),
+        });
+        entry.nick = nick;
+        entry.rooms.push(room);
+    }
+
+    fn leave(&mut self, conn: SessionId, room: &str) {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        entry.rooms.retain(|joined| joined != room);
+        self.remove_member(conn, room);
+        reply(conn, Event::Left { room }.encode());
+    }
+
+    /// Stamps the message (id, epoch, time), keeps it, and sends it to every member, the
+    /// sender included: that copy is the sender's confirmation.
+    fn say(&mut self, conn: SessionId, room: &str, text: &str) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(nick) = self.conns.get(&conn).map(|entry| entry.nick.as_str()) else {
+            return;
+        };
+        if !state.is_member(conn) {
+            return;
+        }
+        publish_room(room, state.say(room, nick, text, now_ms()));
+    }
+
+    /// Renames the connection in each of its rooms (each room is told), then confirms.
+    fn nick(&mut self, conn: SessionId, nick: String) {
+        let entry = self.conns.entry(conn).or_insert_with(|| Conn {
+            nick: nick.clone(),
+            rooms: Vec::new(),
+        });
+        let old = std::mem::replace(&mut entry.nick, nick);
+        for room in &entry.rooms {
+            if let Some(state) = self.rooms.get_mut(room) {
+                state.rename_member(conn, &entry.nick);
+            }
+            if old != entry.nick {
+                publish_room(
+                    room,
+                    Event::Nick {
+                        room: Some(room),
+                        old: &old,
+                        new: &entry.nick,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        reply(
+            conn,
+            Event::Nick {
+                room: None,
+                old: &old,
+                new: &entry.nick,
+            }
+            .encode(),
+        );
+    }
+
+    fn gone(&mut self, conn: SessionId) {
+        let Some(entry) = self.conns.remove(&conn) else {
+            return;
+        };
+        for room in &entry.rooms {
+            self.remove_member(conn, room);
+        }
+    }
+
+    /// Removes a member and tells the room.
+    fn remove_member(&mut self, conn: SessionId, room: &str) {
+        let Some(state) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if let Some(nick) = state.remove_member(conn, Instant::now()) {
+            publish_room(
+                room,
+                Event::Presence {
+                    room,
+                    event: Presence::Leave,
+                    nick: &nick,
+                }
+                .encode(),
+            );
+        }
+    }
+
+    /// Rooms empty for long enough are dropped; one joined again later starts a new epoch.
+    fn forget_empty(&mut self, now: Instant) {
+        self.rooms.retain(|_, room| {
+            room.empty_since()
+                .is_none_or(|since| now.saturating_duration_since(since) < EMPTY_ROOM_TTL)
+        });
+    }
+}
+
+/// Sends an event to every member of a room, on every worker.
+fn publish_room(room: &str, event: ByteString) {
+    publish(
+        &GroupKey::new(PROTOCOL, room),
+        Frame::message(&Message::Text(event)),
+    );
+}
+
+/// Sends an event to one connection, in order with the room events (see the module docs).
+fn reply(conn: SessionId, event: ByteString) {
+    publish_room(&reply_room(conn), event);
+}
