@@ -116,3 +116,108 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The `switchboard` command as [`Server::start`] runs it (the project's `static/`, port 0,
+/// info logging), for a test that adds environment variables or limits before
+/// [`Server::start_command`].
+pub fn server_command(extra_args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    let static_dir = project_static_dir();
+    if !extra_args.contains(&"--bind") {
+        command.args(["--bind", "127.0.0.1:0"]);
+    }
+    command
+        .arg("--static-dir")
+        .arg(static_dir)
+        .args(extra_args)
+        .env_remove("RUST_LOG")
+        .env("SWITCHBOARD_LOG_LEVEL", "info");
+    command
+}
+
+/// Sends `signal` (e.g. `libc::SIGTERM`) to the process `pid`.
+pub fn send_signal(pid: u32, signal: i32) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill(2) only takes plain integers.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        result,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+impl Server {
+    /// Starts the server from a prepared command (see [`server_command`]) and waits for its
+    /// "listening on ADDR" line, as [`Server::start_with`] does.
+    pub fn start_command(mut command: Command) -> Server {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start switchboard");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            let mut addr_tx = Some(addr_tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let (Ok(addr), Some(tx)) = (addr.parse::<SocketAddr>(), addr_tx.take()) {
+                        let _ = tx.send(addr);
+                    }
+                }
+                log_writer.lock().unwrap().push(line);
+            }
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not report its address; log: {:?}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Server { child, addr, log }
+    }
+
+    /// Sends `signal` to the server process.
+    pub fn signal(&self, signal: i32) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `timeout` for a log line containing `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|line| line.contains(text)) {
+                return Some(line);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
