@@ -117,18 +117,38 @@ mkdir -p "$TMP/static"
 cp -r static/. "$TMP/static/"
 cp "$LWS_SHARE/test.html" "$TMP/static/lws-test.html"
 
-SB_PORT=$($LOAD free-port)
-"$SWITCHBOARD" --bind "127.0.0.1:$SB_PORT" --static-dir "$TMP/static" --log-level warn \
-    >"$OUT/switchboard.log" 2>&1 &
-SB_PID=$!
-PIDS+=("$SB_PID")
-wait_http "$SB_PORT"
+start_switchboard() {
+    SB_PORT=$($LOAD free-port)
+    "$SWITCHBOARD" --bind "127.0.0.1:$SB_PORT" --static-dir "$TMP/static" --log-level warn \
+        >>"$OUT/switchboard.log" 2>&1 &
+    SB_PID=$!
+    PIDS+=("$SB_PID")
+    wait_http "$SB_PORT"
+}
 
-LWS_PORT=$($LOAD free-port)
-(cd "$TMP" && exec libwebsockets-test-server --port="$LWS_PORT") >"$OUT/libwebsockets.log" 2>&1 &
-LWS_PID=$!
-PIDS+=("$LWS_PID")
-wait_http "$LWS_PORT"
+start_lws() {
+    LWS_PORT=$($LOAD free-port)
+    (cd "$TMP" && exec libwebsockets-test-server --port="$LWS_PORT") >>"$OUT/libwebsockets.log" 2>&1 &
+    LWS_PID=$!
+    PIDS+=("$LWS_PID")
+    wait_http "$LWS_PORT"
+}
+
+stop_pid() { # pid: TERM, then KILL after 5 s; forget it
+    local pid=$1 i keep=()
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for i in "${PIDS[@]}"; do [ "$i" != "$pid" ] && keep+=("$i"); done
+    PIDS=("${keep[@]}")
+}
+
+start_switchboard
+start_lws
 
 SB_PAGE="http://127.0.0.1:$SB_PORT/lws-test.html"
 LWS_PAGE="http://127.0.0.1:$LWS_PORT/test.html"
@@ -199,7 +219,7 @@ run_client() {
         done
         ;;
     idle)
-        for k in established failed open_after_hold bytes_per_connection rss_held_kib; do
+        for k in established failed open_after_hold bytes_per_connection rss_before_kib rss_held_kib; do
             record "$load" "$server" "$k" "$(json_get "$json" "$k")"
         done
         [ "$(json_get "$json" failed)" != 0 ] && echo "$load $server rep $rep: failed = $(json_get "$json" failed)" >>"$PROBLEMS"
@@ -234,7 +254,11 @@ to_ms() { # wrk duration (12.3us, 4.5ms, 1.2s) -> milliseconds
 
 run_wrk() { # server rep
     local server=$1 rep=$2 url pid log t0 t1 requests non2xx
-    if [ "$server" = switchboard ]; then url=$SB_PAGE; else url=$LWS_PAGE; fi
+    if [ "$server" = switchboard ]; then
+        url="http://127.0.0.1:$SB_PORT/lws-test.html"
+    else
+        url="http://127.0.0.1:$LWS_PORT/test.html"
+    fi
     pid=$(server_pid "$server")
     log="$OUT/runs/static.$server.$rep.txt"
     t0=$(cpu_ticks "$pid")
@@ -272,9 +296,16 @@ echo "== runs ($REPS repetition(s); ${DUR} s measured after ${WARM} s warm-up pe
 run_both bcast100 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 100 -p 1 --size 64 --max-lag 1000
 run_both bcast1000 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --max-lag 1000
 run_both rate1000 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --rate 1000 --max-lag 1000
+# Memory per connection is measured on freshly started servers: a process that held many
+# connections before keeps (and reuses) that memory, which would hide the cost.
 for rep in $(seq "$REPS"); do
+    stop_pid "$SB_PID"
+    stop_pid "$LWS_PID"
+    start_switchboard
+    start_lws
+    sleep 1
     for server in "${SERVERS[@]}"; do
-        printf '  idle %s rep %s\n' "$server" "$rep"
+        printf '  idle %s rep %s (fresh server)\n' "$server" "$rep"
         run_client idle "$server" "$rep" -- connect --url "ws://127.0.0.1:$(server_port "$server")/" \
             -n "$IDLE_N" -r "$IDLE_RATE" --hold "$HOLD" --server-pid "$(server_pid "$server")"
         sleep 2
@@ -326,7 +357,7 @@ for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_viola
 L="broadcast K=1000, 64 B, 1000 msg/s"
 for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row rate1000 "$m" "$L"; done
 L="idle connections N=$IDLE_N"
-for m in established failed open_after_hold bytes_per_connection rss_held_kib; do row idle "$m" "$L"; done
+for m in established failed open_after_hold bytes_per_connection rss_before_kib rss_held_kib; do row idle "$m" "$L"; done
 L="static GET ${PAGE_BYTES} B (wrk -c50)"
 for m in requests_per_s p50_ms p99_ms non_2xx cpu_us; do row static "$m" "$L"; done
 L="echo C=50 W=1, 64 B"
