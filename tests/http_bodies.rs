@@ -703,9 +703,6 @@ async fn file_names_are_made_safe_and_never_overwrite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: a file name sent with raw backslashes (a Windows path, as old \
-            browsers send it) is stored as `C:Usersxreport.pdf`: the Content-Disposition parser takes \
-            `\\` as a quoted-string escape before the sanitizer looks for `\\` separators"]
 async fn a_windows_path_as_file_name_is_stored_under_its_last_component() {
     let dir = TempDir::new("windows");
     let server = Server::start(&["--upload-dir", dir.arg()]);
@@ -1261,9 +1258,6 @@ fn a_slowloris_head_gets_408_while_other_clients_are_served() {
 }
 
 #[test]
-#[ignore = "server bug: --head-timeout only bounds the first request head of a connection \
-            (actix-http arms its head timer for the first request only), so a keep-alive \
-            connection can trickle its second request head forever"]
 fn a_slowloris_second_request_on_a_keep_alive_connection_gets_408() {
     let _cpu = CPU.blocking_read();
     let server = Server::start(&["--head-timeout", "2", "--workers", "1"]);
@@ -1353,10 +1347,6 @@ fn a_stalled_upload_body_gets_408_and_leaves_no_file() {
 }
 
 #[test]
-#[ignore = "server bug: after refusing a chunked request body (413 over --max-upload or \
-            --max-publish-body, 408 after --body-timeout) the connection is kept open: the \
-            response has no `Connection: close`, the server reads and discards the rest of the \
-            body without limit, and a stalled one holds the connection indefinitely"]
 fn a_refused_chunked_body_ends_the_connection() {
     let _cpu = CPU.blocking_read();
     let dir = TempDir::new("chunked-close");
@@ -1385,19 +1375,23 @@ fn a_refused_chunked_body_ends_the_connection() {
     stream.write_all(&filler).unwrap();
     let reply = read_reply(&mut stream, Instant::now() + IO_TIMEOUT).expect("reply");
     assert_eq!(reply.status, 413, "{reply:?}");
-    let mut more = 0;
+    // The server may read and discard for a short, bounded while (as nginx's lingering close
+    // does, so that a client still sending can read the 413 rather than a reset), then it must
+    // end the connection however much the client keeps sending.
     let keep_sending = Instant::now();
-    while more < 64 * MIB && keep_sending.elapsed() < Duration::from_secs(3) {
+    let mut ended = false;
+    while keep_sending.elapsed() < Duration::from_secs(5) {
         if stream.write_all(&filler).is_err() {
+            ended = true;
             break;
         }
-        more += filler.len();
     }
+    let after = keep_sending.elapsed();
     assert!(
-        more < 8 * MIB,
-        "the server read and discarded {} MiB more after its 413",
-        more / MIB
+        ended,
+        "the connection was still taking the refused body {after:?} after the 413"
     );
+    assert!(after < Duration::from_secs(3), "ended only after {after:?}");
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
 
     // Stalled: 408, then the connection ends.

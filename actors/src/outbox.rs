@@ -311,7 +311,13 @@ impl Outbox {
     }
 
     pub(crate) fn pop(&self) -> Option<Frame> {
-        self.frames.borrow_mut().pop_front()
+        let mut frames = self.frames.borrow_mut();
+        let frame = frames.pop_front();
+        // An idle connection keeps no queue storage (most connections are idle most of the time).
+        if frames.is_empty() && frames.capacity() > 0 {
+            *frames = VecDeque::new();
+        }
+        frame
     }
 
     pub(crate) fn wrote(&self, bytes: usize) {

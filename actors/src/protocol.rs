@@ -5,7 +5,7 @@
 //! touches sockets, threads or the registry's internals. Adding one means a file in
 //! `protocols/` and one line in [`crate::protocols::ALL`].
 
-use std::{any::Any, net::SocketAddr, rc::Rc, time::Duration, time::SystemTime};
+use std::{any::Any, net::SocketAddr, rc::Rc, sync::Arc, time::Duration, time::SystemTime};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -67,9 +67,10 @@ pub struct ConnectionInfo {
     pub id: SessionId,
     pub protocol: &'static str,
     pub peer: Option<SocketAddr>,
-    pub path: String,
-    pub query: String,
-    pub user_agent: String,
+    pub path: Box<str>,
+    pub query: Box<str>,
+    /// Shared with the status board rather than copied.
+    pub user_agent: Arc<str>,
     pub connected_at: SystemTime,
 }
 

@@ -7,7 +7,8 @@
 
 use std::{
     collections::BTreeMap,
-    sync::OnceLock,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
     time::{Duration, UNIX_EPOCH},
 };
 
@@ -32,14 +33,35 @@ const MAX_LISTED: usize = 1000;
 /// The protocol (and so the group) whose members receive the documents.
 pub const STATUS_PROTOCOL: &str = "lws-status";
 
-/// One listed connection, in the field names libwebsockets' test page reads.
-#[derive(Debug, Clone, Serialize)]
+/// One live connection, kept compact (one is kept for every connection of the server).
+#[derive(Debug, Clone)]
 struct Listed {
+    peer: Option<SocketAddr>,
+    protocol: &'static str,
+    ua: Arc<str>,
+    /// Connected since, in seconds since the Unix epoch.
+    since: u64,
+}
+
+/// One listed connection, in the field names libwebsockets' test page reads.
+#[derive(Serialize)]
+struct ListedView<'a> {
     peer: String,
     protocol: &'static str,
-    ua: String,
-    /// Connected since, in seconds since the Unix epoch (a string, as libwebsockets sends it).
+    ua: &'a str,
+    /// Seconds since the Unix epoch, as a string (as libwebsockets sends it).
     time: String,
+}
+
+impl Listed {
+    fn view(&self) -> ListedView<'_> {
+        ListedView {
+            peer: self.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+            protocol: self.protocol,
+            ua: &self.ua,
+            time: self.since.to_string(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -48,12 +70,14 @@ struct Document<'a> {
     hostname: String,
     wss_over_h2: &'static str,
     total: usize,
-    conns: Vec<&'a Listed>,
+    conns: Vec<ListedView<'a>>,
 }
 
 /// The owner of the list of live connections.
 pub struct StatusBoard {
     connections: BTreeMap<SessionId, Listed>,
+    /// Open `lws-status` connections: documents are built only when someone reads them.
+    subscribers: usize,
     changed: bool,
     hostname: String,
 }
@@ -66,6 +90,7 @@ fn board() -> &'static Addr<StatusBoard> {
             let arbiter = Arbiter::new();
             let addr = StatusBoard::start_in_arbiter(&arbiter.handle(), |_| StatusBoard {
                 connections: BTreeMap::new(),
+                subscribers: 0,
                 changed: false,
                 hostname: hostname(),
             });
@@ -84,10 +109,10 @@ pub fn opened(info: &ConnectionInfo) {
     board().do_send(Opened {
         id: info.id,
         listed: Listed {
-            peer: info.peer.map(|peer| peer.to_string()).unwrap_or_default(),
+            peer: info.peer,
             protocol: info.protocol,
             ua: info.user_agent.clone(),
-            time: since.to_string(),
+            since,
         },
     });
 }
@@ -100,6 +125,11 @@ pub fn closed(id: SessionId) {
 /// Sends the current document to one new subscriber right away.
 pub fn subscribe(mailbox: Mailbox) {
     board().do_send(Subscribe(mailbox));
+}
+
+/// A subscriber has gone.
+pub fn unsubscribe() {
+    board().do_send(Unsubscribe);
 }
 
 fn hostname() -> String {
@@ -115,7 +145,12 @@ impl StatusBoard {
             hostname: self.hostname.clone(),
             wss_over_h2: "0",
             total: self.connections.len(),
-            conns: self.connections.values().take(MAX_LISTED).collect(),
+            conns: self
+                .connections
+                .values()
+                .take(MAX_LISTED)
+                .map(Listed::view)
+                .collect(),
         };
         let json = serde_json::to_string(&document).expect("the document always serializes");
         Message::Text(ByteString::from(json))
@@ -127,7 +162,7 @@ impl Actor for StatusBoard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(PUBLISH_PERIOD, |board, _| {
-            if board.changed {
+            if board.changed && board.subscribers > 0 {
                 board.changed = false;
                 let key = GroupKey::new(STATUS_PROTOCOL, "");
                 publish(&key, Frame::message(&board.document()));
@@ -151,6 +186,18 @@ struct Closed(SessionId);
 #[rtype(result = "()")]
 struct Subscribe(Mailbox);
 
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+struct Unsubscribe;
+
+impl Handler<Unsubscribe> for StatusBoard {
+    type Result = ();
+
+    fn handle(&mut self, _: Unsubscribe, _: &mut Context<Self>) {
+        self.subscribers = self.subscribers.saturating_sub(1);
+    }
+}
+
 impl Handler<Opened> for StatusBoard {
     type Result = ();
 
@@ -172,6 +219,7 @@ impl Handler<Subscribe> for StatusBoard {
     type Result = ();
 
     fn handle(&mut self, Subscribe(mailbox): Subscribe, _: &mut Context<Self>) {
+        self.subscribers += 1;
         mailbox.deliver(self.document());
     }
 }

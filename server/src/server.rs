@@ -9,14 +9,7 @@ use std::{
     time::Duration,
 };
 
-use actix_web::{
-    dev::{Extensions, Service},
-    http::KeepAlive,
-    middleware::Logger,
-    rt::net::TcpStream,
-    web, App, HttpServer,
-};
-use futures_util::future::{ready, Either};
+use actix_web::{dev::Extensions, http::KeepAlive, rt::net::TcpStream, web, App, HttpServer};
 use switchboard_actors::{
     metrics::METRICS, registry, slots::SessionSlots, ConnectionFd, SessionConfig,
 };
@@ -132,19 +125,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 .app_data(app_registry.clone())
                 .app_data(uploads.clone())
                 .app_data(publishing.clone())
-                .wrap_fn(move |req, service| {
-                    let refused = http::head_limit::check(req.head(), max_head).err();
-                    let response = match refused {
-                        Some(refusal) => Either::Left(ready(Ok(req.error_response(refusal)))),
-                        None => Either::Right(service.call(req)),
-                    };
-                    async move {
-                        let response = response.await?.map_into_boxed_body();
-                        http::metrics::record_response(response.status());
-                        Ok(response)
-                    }
-                })
-                .wrap(Logger::new("%a \"%r\" %s %b %Dms"))
+                .wrap_fn(move |req, service| http::front_door::handle(req, service, max_head))
                 .configure(ws::routes)
                 .configure(http::routes(&paths))
         })

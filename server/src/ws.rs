@@ -153,14 +153,14 @@ async fn upgrade(
         id: next_session_id(),
         protocol: spec.name,
         peer: req.peer_addr(),
-        path: req.path().to_owned(),
-        query: req.query_string().to_owned(),
+        path: req.path().into(),
+        query: req.query_string().into(),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
-            .to_owned(),
+            .into(),
         connected_at: SystemTime::now(),
     };
     let config = &handshake.session;

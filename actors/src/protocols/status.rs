@@ -21,6 +21,10 @@ impl Protocol for Status {
         status_board::subscribe(cx.mailbox());
     }
 
+    fn on_close(&mut self, _: &mut ProtocolCx<'_>) {
+        status_board::unsubscribe();
+    }
+
     /// The status is read-only; what a client sends is ignored.
     fn on_message(&mut self, _: &mut ProtocolCx<'_>, _: Message) {}
 }

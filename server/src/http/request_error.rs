@@ -53,9 +53,10 @@ impl ResponseError for RequestError {
             RequestError::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
             }
-            // The rest of the body is not read: close rather than drain it.
+            // The rest of the body is not read: end the connection rather than drain it (a
+            // `Connection: close` header alone does not stop actix-http from draining).
             RequestError::BodyTooLarge { .. } | RequestError::BodyTimeout { .. } => {
-                response.insert_header((header::CONNECTION, "close"));
+                response.force_close();
             }
             RequestError::Io(err) => log::error!("request body: {err}"),
             _ => {}

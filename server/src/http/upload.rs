@@ -85,10 +85,12 @@ pub async fn upload(
         let mut field =
             field.map_err(|err| outcome.error_for(|| RequestError::BadBody(err.to_string())))?;
         let field_name = field.name().unwrap_or_default().to_owned();
-        let file_name = field
-            .content_disposition()
-            .and_then(|disposition| disposition.get_filename())
-            .map(str::to_owned);
+        let file_name = raw_file_name(field.headers()).or_else(|| {
+            field
+                .content_disposition()
+                .and_then(|disposition| disposition.get_filename())
+                .map(str::to_owned)
+        });
         let mut sink = match &file_name {
             Some(name) => {
                 let (file, stored) = create_unique(&dir, &sanitize_file_name(name)).await?;
@@ -201,6 +203,39 @@ impl PartSink {
     }
 }
 
+/// The `filename="..."` of a part's Content-Disposition exactly as sent. Browsers that send a
+/// whole Windows path (`C:\Users\x\a.txt`) do not escape its backslashes, and a strict parser
+/// would drop them and glue the path into one name; taken raw, the path is cut at its last
+/// separator like any other. (`filename*=` and names with escaped quotes fall back to the
+/// parsed header.)
+fn raw_file_name(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(actix_web::http::header::CONTENT_DISPOSITION)?
+        .to_str()
+        .ok()?;
+    value.split(';').map(str::trim).find_map(|param| {
+        let quoted = param.strip_prefix("filename=\"")?.strip_suffix('"')?;
+        Some(unquote_leniently(quoted))
+    })
+}
+
+/// Undoes quoted-string escapes (`\\` and `\"`) but keeps any other backslash, which can
+/// only be a path separator that the sender did not escape.
+fn unquote_leniently(quoted: &str) -> String {
+    let mut name = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('\\', Some(&next @ ('\\' | '"'))) => {
+                name.push(next);
+                chars.next();
+            }
+            _ => name.push(c),
+        }
+    }
+    name
+}
+
 /// A file name safe to create in the upload directory: the last path component only (`/` and
 /// `\` both count), no control characters, no leading dots (no hidden files, no `..`), at
 /// most [`MAX_NAME`] bytes; "upload" if nothing is left.
@@ -258,6 +293,36 @@ async fn create_unique(dir: &Path, name: &str) -> Result<(File, String), Request
 #[cfg(test)]
 mod tests {
     use super::sanitize_file_name;
+
+    #[test]
+    fn raw_windows_paths_keep_their_backslashes() {
+        let mut headers = actix_web::http::header::HeaderMap::new();
+        headers.insert(
+            actix_web::http::header::CONTENT_DISPOSITION,
+            actix_web::http::header::HeaderValue::from_static(
+                "form-data; name=\"f\"; filename=\"C:\\Users\\x\\report.pdf\"",
+            ),
+        );
+        let raw = super::raw_file_name(&headers).unwrap();
+        assert_eq!(raw, "C:\\Users\\x\\report.pdf");
+        assert_eq!(sanitize_file_name(&raw), "report.pdf");
+    }
+
+    #[test]
+    fn quoted_string_escapes_are_undone() {
+        assert_eq!(
+            super::unquote_leniently(r#"..\\..\\win.txt"#),
+            r"..\..\win.txt"
+        );
+        assert_eq!(
+            super::unquote_leniently(r#"say \"hi\".txt"#),
+            r#"say "hi".txt"#
+        );
+        assert_eq!(
+            super::unquote_leniently(r"C:\Users\a.txt"),
+            r"C:\Users\a.txt"
+        );
+    }
 
     #[test]
     fn names_lose_paths_controls_and_leading_dots() {
