@@ -628,9 +628,6 @@ async fn the_caps_are_derived_from_the_file_descriptor_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: the fd-derived WebSocket cap equals actix's TCP connection cap \
-            (192 and 192 under RLIMIT_NOFILE 256), so once it is reached the next connection \
-            is never accepted: the excess upgrade gets no 503 and /healthz hangs"]
 async fn over_the_fd_derived_cap_upgrades_get_503_and_http_still_answers() {
     let server = start_with_256_fds();
     let (_, sessions) = derived_caps(&server);
@@ -719,9 +716,6 @@ async fn sigterm_closes_every_session_with_1001_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: server.rs logs \"shutdown complete\" in a task spawned on the System, \
-            but block_on returns as soon as the HttpServer future resolves, so the line is \
-            never written"]
 async fn the_end_of_a_graceful_shutdown_is_logged() {
     let mut server = Server::start(&["--shutdown-timeout", "5"]);
     let ws = connect(server.addr, None).await;
@@ -763,10 +757,6 @@ async fn a_client_that_never_answers_the_close_cannot_stop_the_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: the signal handler calls handle.stop(true) at once, and actix-http then \
-            closes every idle keep-alive connection while the listener stops accepting, so \
-            /readyz can never be seen answering 503: a request after the signal gets the \
-            connection closed"]
 async fn readiness_answers_503_on_a_kept_alive_connection_while_draining() {
     let mut server = Server::start(&["--shutdown-timeout", "5"]);
     // A WebSocket that never answers its close keeps the server draining.
@@ -982,9 +972,13 @@ async fn metrics_can_be_served_on_their_own_address() {
     let server = Server::start(&["--metrics-bind", &metrics_addr.to_string()]);
     let client = http_client();
     let metrics = Scraped::fetch(&client, &format!("http://{metrics_addr}/metrics")).await;
+    // Sessions: the connections the fd limit allows (limit - 64), less one in twenty (at least
+    // 16) kept for HTTP, so that health checks and 503s still get through at the cap.
+    let connections = metrics.gauge("switchboard_file_descriptor_limit", &[]) as u64 - 64;
+    let reserve = (connections / 20).max(16).min(connections / 2);
     assert_eq!(
         metrics.gauge("switchboard_websocket_connections_max", &[]) as u64,
-        metrics.gauge("switchboard_file_descriptor_limit", &[]) as u64 - 64
+        connections - reserve
     );
     let (code, _) = get(&client, &server.http_url("/metrics")).await;
     assert_eq!(code, 404, "the main port no longer serves the metrics");

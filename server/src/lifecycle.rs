@@ -41,7 +41,16 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Connections the process can hold without running out of file descriptors.
 pub fn connections_for_fd_limit(fd_limit: u64) -> u64 {
-    fd_limit.saturating_sub(FD_RESERVE).max(1)
+    fd_limit.saturating_sub(FD_RESERVE).max(2)
+}
+
+/// WebSocket sessions allowed by default: fewer than the connections, so that with every
+/// session taken the server still accepts connections to answer 503 to further upgrades and to
+/// serve health checks, metrics and pages. One in twenty connections (at least 16) is kept
+/// for that.
+pub fn sessions_for_connections(connections: u64) -> u64 {
+    let reserve = (connections / 20).max(16).min(connections / 2);
+    connections - reserve
 }
 
 /// Starts env_logger: `RUST_LOG` wins when set, otherwise `--log-level`.
@@ -191,5 +200,18 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_leave_room_for_http() {
+        assert_eq!(connections_for_fd_limit(256), 192);
+        assert_eq!(sessions_for_connections(192), 176);
+        assert_eq!(sessions_for_connections(1_000_000), 950_000);
+        assert_eq!(sessions_for_connections(10), 5);
     }
 }

@@ -75,7 +75,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
     let fd_connections = lifecycle::connections_for_fd_limit(fd_limit);
-    let max_sessions = config.max_connections.unwrap_or(fd_connections);
+    let fd_sessions = lifecycle::sessions_for_connections(fd_connections);
+    let max_sessions = match config.max_connections {
+        Some(wanted) if wanted > fd_sessions => {
+            log::warn!(
+                "--max-connections {wanted} is more than the file-descriptor limit allows; \
+                 using {fd_sessions}"
+            );
+            fd_sessions
+        }
+        Some(wanted) => wanted,
+        None => fd_sessions,
+    };
     let slots = SessionSlots::new(usize::try_from(max_sessions).unwrap_or(usize::MAX));
     let state = Arc::new(ServerState::new(workers, fd_limit, slots.clone()));
     let paths = EndpointPaths {
@@ -168,28 +179,38 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let shutdown_timeout = config.shutdown_timeout;
         actix_web::rt::spawn(async move {
             lifecycle::shutdown_signal().await;
+            let deadline = tokio::time::Instant::now() + shutdown_timeout;
             log::info!(
                 "shutting down: closing {} WebSocket connections (up to {shutdown_timeout:?})",
                 METRICS.sessions_open.get()
             );
+            // Not ready, and no new connections; kept-alive ones still see readiness 503.
             state.start_draining();
+            handle.pause().await;
             actix_web::rt::spawn(async {
                 lifecycle::shutdown_signal().await;
                 log::warn!("second signal: exiting now");
                 std::process::exit(1);
             });
             registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
-            // Stop accepting; workers wait for their connections (up to the shutdown timeout).
-            handle.stop(true).await;
-            if let Some(metrics) = metrics_handle {
-                metrics.stop(true).await;
+            while METRICS.sessions_open.get() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            log::info!("shutdown complete");
+            // Then stop: in-flight HTTP requests may finish, within the same deadline.
+            tokio::select! {
+                () = handle.stop(true) => {}
+                () = tokio::time::sleep_until(deadline) => handle.stop(false).await,
+            }
+            if let Some(metrics) = metrics_handle {
+                metrics.stop(false).await;
+            }
         });
         if let Some(metrics_server) = metrics_server {
             actix_web::rt::spawn(metrics_server);
         }
-        server.await.map_err(StartError::Run)
+        let stopped = server.await.map_err(StartError::Run);
+        log::info!("shutdown complete");
+        stopped
     });
     drop(pid_file);
     result
