@@ -2,6 +2,9 @@
 //! the bound address from its log, and stop it (by PID) when the test ends.
 #![allow(dead_code)]
 
+pub mod raw_ws;
+pub mod ws_client;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
