@@ -796,3 +796,51 @@ async fn a_dropped_connection_leaves_its_rooms() {
     })
     .await;
 }
+
+/// A backend's `POST /api/publish` to a chat room is a room message like any other: from
+/// "server", with the room's next id, kept for recovery; a room nobody is in reaches nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_over_http_is_stamped_and_kept() {
+    bounded(async {
+        let server = start(&["--api-token", "t0ken"]);
+        let mut ann = Client::connect(&server).await;
+        let mut bob = Client::connect(&server).await;
+        ann.join("news", "ann").await;
+        bob.join("news", "bob").await;
+        ann.say("news", "before").await;
+        let before = id(&ann.next_message("news").await);
+        bob.next_message("news").await;
+
+        let http = reqwest::Client::new();
+        let publish = |room: &str| {
+            http.post(server.http_url("/api/publish"))
+                .bearer_auth("t0ken")
+                .json(&json!({"protocol": "chat", "room": room, "message": "from the backend"}))
+                .send()
+        };
+        let answer: Value = publish("news").await.unwrap().json().await.unwrap();
+        assert_eq!(answer, json!({"reached": 2}));
+        let mut epoch = Value::Null;
+        for client in [&mut ann, &mut bob] {
+            let message = client.next_message("news").await;
+            assert_eq!(message["nick"], "server", "{message}");
+            assert_eq!(message["text"], "from the backend");
+            assert_eq!(id(&message), before + 1);
+            epoch = message["epoch"].clone();
+        }
+
+        // Kept in the history: a newcomer recovering from `before` gets it.
+        let mut cat = Client::connect(&server).await;
+        let joined = cat
+            .join_with(json!({
+                "type": "join", "room": "news", "nick": "cat", "since": before, "epoch": epoch,
+            }))
+            .await;
+        assert_eq!(joined["recovered"], true, "{joined}");
+        assert_eq!(texts(&joined["history"]), ["from the backend"]);
+
+        let answer: Value = publish("empty-room").await.unwrap().json().await.unwrap();
+        assert_eq!(answer, json!({"reached": 0}));
+    })
+    .await;
+}

@@ -5,7 +5,10 @@
 //! touches sockets, threads or the registry's internals. Adding one means a file in
 //! `protocols/` and one line in [`crate::protocols::ALL`].
 
-use std::{any::Any, net::SocketAddr, rc::Rc, sync::Arc, time::Duration, time::SystemTime};
+use std::{
+    any::Any, future::Future, net::SocketAddr, pin::Pin, rc::Rc, sync::Arc, time::Duration,
+    time::SystemTime,
+};
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -59,7 +62,14 @@ impl Mailbox {
 pub struct ProtocolSpec {
     pub name: &'static str,
     pub open: fn(&ConnectionInfo, &ProtocolSettings) -> Box<dyn Protocol>,
+    /// How a message published from outside (the HTTP publish API) reaches a room of this
+    /// protocol, for protocols that own their rooms' state (chat stamps ids and keeps history).
+    /// `None`: it is broadcast to the room's members as it is.
+    pub publish: Option<PublishHook>,
 }
+
+/// Delivers an outside message to a room; resolves to the connections it reached.
+pub type PublishHook = fn(room: &str, text: ByteString) -> Pin<Box<dyn Future<Output = usize>>>;
 
 /// What is known about a connection from its handshake.
 #[derive(Debug, Clone)]

@@ -18,6 +18,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
             interval: settings.increment_interval,
         })
     },
+    publish: None,
 };
 
 struct DumbIncrement {

@@ -8,6 +8,7 @@ use crate::{
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "echo",
     open: |_, _| Box::new(Echo),
+    publish: None,
 };
 
 struct Echo;

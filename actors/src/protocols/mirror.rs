@@ -10,6 +10,7 @@ use crate::{
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "lws-mirror-protocol",
     open: |info, _| Box::new(Mirror::new(info)),
+    publish: None,
 };
 
 struct Mirror {

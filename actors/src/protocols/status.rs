@@ -11,6 +11,7 @@ use crate::{
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: status_board::STATUS_PROTOCOL,
     open: |_, _| Box::new(Status),
+    publish: None,
 };
 
 struct Status;

@@ -3,6 +3,7 @@
 use std::{
     cell::{OnceCell, RefCell},
     collections::HashMap,
+    future::Future,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
@@ -77,8 +78,10 @@ pub fn publish(key: &GroupKey, frame: Frame) {
     });
 }
 
-/// Like [`publish`], and reports how many members received the message, on all workers.
-pub async fn publish_counted(key: &GroupKey, frame: Frame) -> usize {
+/// Like [`publish`], and reports how many members received the message, on all workers. The
+/// message is queued to every shard when this is called (not when the future is first polled),
+/// so it keeps its place among the caller's other publications.
+pub fn publish_counted(key: &GroupKey, frame: Frame) -> impl Future<Output = usize> + 'static {
     METRICS.broadcasts.inc();
     let mut replies = Vec::new();
     directory::for_each_other(usize::MAX, |shard| {
@@ -87,11 +90,13 @@ pub async fn publish_counted(key: &GroupKey, frame: Frame) -> usize {
             frame: frame.clone(),
         }))
     });
-    let mut reached = 0;
-    for reply in replies {
-        reached += reply.await.unwrap_or(0);
+    async move {
+        let mut reached = 0;
+        for reply in replies {
+            reached += reply.await.unwrap_or(0);
+        }
+        reached
     }
-    reached
 }
 
 /// Starts closing every WebSocket on every worker with 1001 "going away" (graceful shutdown),

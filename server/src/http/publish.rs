@@ -3,7 +3,9 @@
 //! Authenticated by `Authorization: Bearer <--api-token>`; with no token configured the endpoint
 //! is off. Body: `{"protocol": "lws-mirror-protocol", "room": "NAME", "message": "text"}` (a
 //! `message` that is not a string is sent as its JSON text). Answers `{"reached": N}`, the
-//! connections the message was queued for, on every worker.
+//! connections the message was queued for, on every worker. A protocol that owns its rooms'
+//! state delivers the message itself (chat: as a message from "server", with an id, kept in
+//! the room's history).
 
 use actix_web::{http::header, http::Method, web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
@@ -65,9 +67,15 @@ pub async fn publish(
         Value::String(text) => text,
         other => other.to_string(),
     };
-    let message = Message::Text(ByteString::from(text));
-    let key = GroupKey::new(spec.name, &request.room);
-    let reached = publish_counted(&key, Frame::message(&message)).await;
+    let text = ByteString::from(text);
+    let reached = match spec.publish {
+        // The protocol owns its rooms' state (chat: ids, history): it delivers.
+        Some(deliver) => deliver(&request.room, text).await,
+        None => {
+            let key = GroupKey::new(spec.name, &request.room);
+            publish_counted(&key, Frame::message(&Message::Text(text))).await
+        }
+    };
     log::info!(
         "published to {}/{}: {reached} connections",
         spec.name,

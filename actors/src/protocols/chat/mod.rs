@@ -57,6 +57,7 @@ use crate::{
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: rooms::PROTOCOL,
     open: |info, settings| Box::new(Chat::new(info, settings)),
+    publish: Some(rooms::announce),
 };
 
 /// One chat connection: its nick, the rooms it asked to be in, its rate limit.

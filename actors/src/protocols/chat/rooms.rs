@@ -14,11 +14,15 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use actix::{Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message as ActixMessage};
+use actix::{
+    Actor, Addr, Arbiter, AsyncContext, Context, Handler, Message as ActixMessage, MessageResult,
+};
 use bytestring::ByteString;
 
 use super::{
@@ -28,7 +32,7 @@ use super::{
 use crate::{
     message::Message,
     outbox::Frame,
-    registry::{publish, GroupKey},
+    registry::{publish, publish_counted, GroupKey},
     SessionId,
 };
 
@@ -104,6 +108,54 @@ pub fn owner(history: usize) -> Addr<ChatRooms> {
         })
         .addr
         .clone()
+}
+
+/// The nick of messages published from outside (the HTTP publish API).
+pub const ANNOUNCER: &str = "server";
+
+/// A message published from outside to a room: stamped, kept and sent like any other, under
+/// the nick [`ANNOUNCER`]. A room nobody has joined does not exist: nobody is reached.
+pub fn announce(room: &str, text: ByteString) -> Pin<Box<dyn Future<Output = usize>>> {
+    let Some(owner) = OWNER.get() else {
+        return Box::pin(std::future::ready(0));
+    };
+    let request = owner.addr.send(Announce {
+        room: room.to_owned(),
+        text,
+    });
+    Box::pin(async move {
+        match request.await {
+            Ok(reached) => reached.await,
+            Err(_) => 0,
+        }
+    })
+}
+
+/// See [`announce`]. The owner stamps the message and queues it to every shard in the same
+/// turn (so it keeps its place among the room's messages), and answers with the count to come.
+#[derive(ActixMessage)]
+#[rtype(result = "Reach")]
+struct Announce {
+    room: String,
+    text: ByteString,
+}
+
+/// The count of connections an announcement will have reached.
+type Reach = Pin<Box<dyn Future<Output = usize> + Send>>;
+
+impl Handler<Announce> for ChatRooms {
+    type Result = MessageResult<Announce>;
+
+    fn handle(&mut self, announce: Announce, _: &mut Context<Self>) -> Self::Result {
+        let Some(state) = self.rooms.get_mut(&announce.room) else {
+            let nobody: Reach = Box::pin(std::future::ready(0));
+            return MessageResult(nobody);
+        };
+        let event = state.say(&announce.room, ANNOUNCER, &announce.text, now_ms());
+        let key = GroupKey::new(PROTOCOL, &announce.room);
+        let reach: Reach = Box::pin(publish_counted(&key, Frame::message(&Message::Text(event))));
+        MessageResult(reach)
+    }
 }
 
 /// What the owner knows of a connection: its nick and the rooms it is in.
