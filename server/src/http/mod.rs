@@ -5,6 +5,7 @@ mod byteranges;
 mod conditional;
 mod error;
 mod file_body;
+mod file_cache;
 pub mod front_door;
 mod head_limit;
 mod health;

@@ -6,7 +6,8 @@
 //! [`conditional`](super::conditional) answers 304 and If-Range,
 //! [`ranges`](super::ranges) decides between 200, 206 and 416,
 //! [`byteranges`](super::byteranges) lays out multipart bodies, and
-//! [`file_body`](super::file_body) streams them.
+//! [`file_body`](super::file_body) streams them, and [`file_cache`](super::file_cache) keeps
+//! small files in memory (revalidated on every request).
 //!
 //! A directory is served through its `index.html`. Asked for without its trailing slash it is
 //! redirected (301) to the slash form first, as nginx and Apache do, so that relative links in
@@ -14,8 +15,9 @@
 
 use std::{
     fs::{File, Metadata, OpenOptions},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -27,11 +29,14 @@ use actix_web::{
     web, HttpRequest, HttpResponse, HttpResponseBuilder,
 };
 
+use bytes::Bytes;
+
 use super::{
     byteranges::Multipart,
     conditional::{self, Validators},
     error::StaticError,
     file_body::{self, Segment},
+    file_cache::{self, CachedFile},
     ranges::{self, RangePlan},
     safe_path::{self, RequestPath},
 };
@@ -74,6 +79,9 @@ pub async fn serve(
         Method::HEAD => true,
         _ => return Err(StaticError::MethodNotAllowed),
     };
+    if let Some(cached) = file_cache::lookup(req.uri().path()) {
+        return respond(&req, &files, Found::Cached(cached), head);
+    }
     let path = safe_path::parse(req.uri().path())?;
     let dir = files.clone();
     // File-system calls block; keep them off the worker's event loop.
@@ -92,17 +100,61 @@ pub async fn serve(
                 .finish());
         }
     };
+    if let Found::Cached(cached) = &found {
+        file_cache::insert(req.uri().path(), cached.clone());
+    }
     respond(&req, &files, found, head)
 }
 
-/// A regular file, opened, with what the response needs to know about it.
-struct Found {
-    file: File,
-    metadata: Metadata,
-    /// The path as requested (relative to the root, `index.html` added for a directory): its
-    /// extension gives the Content-Type, even when a symlink points to a differently named file.
-    requested: PathBuf,
+/// A regular file: opened (large files are streamed from it), or read whole (small files).
+enum Found {
+    Opened {
+        file: File,
+        metadata: Metadata,
+        /// The path as requested (relative to the root, `index.html` added for a directory):
+        /// its extension gives the Content-Type, even when a symlink points to a differently
+        /// named file.
+        requested: PathBuf,
+    },
+    Cached(Arc<CachedFile>),
 }
+
+impl Found {
+    fn metadata(&self) -> &Metadata {
+        match self {
+            Found::Opened { metadata, .. } => metadata,
+            Found::Cached(cached) => &cached.metadata,
+        }
+    }
+
+    fn requested(&self) -> &Path {
+        match self {
+            Found::Opened { requested, .. } => requested,
+            Found::Cached(cached) => &cached.requested,
+        }
+    }
+
+    /// The response body for these segments (HEAD: none).
+    fn body(self, segments: Vec<Segment>) -> BodyStream {
+        match self {
+            Found::Opened { file, .. } => Box::pin(file_body::stream(file, segments)),
+            Found::Cached(cached) => {
+                let parts: Vec<std::io::Result<Bytes>> = segments
+                    .into_iter()
+                    .map(|segment| match segment {
+                        Segment::Literal(bytes) => Ok(bytes),
+                        Segment::File { offset, len } => Ok(cached
+                            .contents
+                            .slice(offset as usize..(offset + len) as usize)),
+                    })
+                    .collect();
+                Box::pin(futures_util::stream::iter(parts))
+            }
+        }
+    }
+}
+
+type BodyStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>>>>;
 
 enum Target {
     File(Found),
@@ -134,7 +186,18 @@ fn find(root: &Path, path: &RequestPath) -> Result<Target, StaticError> {
     if !metadata.is_file() {
         return Err(StaticError::NotFound);
     }
-    Ok(Target::File(Found {
+    if metadata.len() <= file_cache::MAX_FILE {
+        // Small: read it whole now, in this same blocking call, and keep it.
+        let mut contents = vec![0; metadata.len() as usize];
+        file.read_exact_at(&mut contents, 0)?;
+        return Ok(Target::File(Found::Cached(Arc::new(CachedFile {
+            resolved,
+            requested,
+            metadata,
+            contents: Bytes::from(contents),
+        }))));
+    }
+    Ok(Target::File(Found::Opened {
         file,
         metadata,
         requested,
@@ -148,7 +211,7 @@ fn respond(
     found: Found,
     head: bool,
 ) -> Result<HttpResponse, StaticError> {
-    let validators = Validators::new(&found.metadata, SystemTime::now());
+    let validators = Validators::new(found.metadata(), SystemTime::now());
     let validator_headers = |builder: &mut HttpResponseBuilder| {
         builder
             .insert_header((header::ETAG, validators.etag.as_str()))
@@ -164,8 +227,8 @@ fn respond(
         return Ok(response.finish());
     }
 
-    let len = found.metadata.len();
-    let content_type = content_type(&found.requested);
+    let len = found.metadata().len();
+    let content_type = content_type(found.requested());
     let plan = if head {
         // Range is defined for GET only (RFC 9110 §14.2); HEAD describes the whole file.
         RangePlan::Whole
@@ -216,7 +279,7 @@ fn respond(
     Ok(if head {
         response.streaming(futures_util::stream::empty::<std::io::Result<bytes::Bytes>>())
     } else {
-        response.streaming(file_body::stream(found.file, reply.segments))
+        response.streaming(found.body(reply.segments))
     })
 }
 
