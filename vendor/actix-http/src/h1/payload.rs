@@ -249,6 +249,11 @@ impl Inner {
         if let Some(data) = self.items.pop_front() {
             self.len -= data.len();
             self.need_read = self.len < MAX_BUFFER_SIZE;
+            // Switchboard: a drained queue keeps no storage (a WebSocket's request body is
+            // this queue for the connection's whole life, idle most of the time).
+            if self.items.is_empty() && self.items.capacity() > 0 {
+                self.items = VecDeque::new();
+            }
 
             if self.need_read && !self.eof {
                 self.register(cx);
