@@ -21,9 +21,9 @@ use std::{
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
     os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     thread,
@@ -35,7 +35,7 @@ use futures_util::{stream, SinkExt, StreamExt};
 use reqwest::{header, Body, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::Server;
+use support::{Server, TempDir};
 use tokio::{net::TcpStream as TokioTcpStream, sync::RwLock, time::timeout};
 use tokio_tungstenite::{
     tungstenite::{client::IntoClientRequest, http::HeaderValue, Message},
@@ -53,38 +53,6 @@ const MIB: usize = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "switchboard-bodies-{}-{}-{}",
-            std::process::id(),
-            name,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The names of the entries of `dir`.
 fn entries(dir: &Path) -> BTreeSet<String> {

@@ -11,12 +11,11 @@ use std::{
     ops::Range,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, SystemTime},
 };
 
 use reqwest::{header, Method, StatusCode};
-use support::Server;
+use support::{Server, TempDir};
 
 const DATA_LEN: u64 = 10_000;
 const CACHE_CONTROL: &str = "public, max-age=123";
@@ -26,30 +25,6 @@ const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-STATIC-DIR";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-/// A directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "switchboard-static-{}-{}-{}",
-            std::process::id(),
-            name,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The byte at offset `i` of every generated file: varies with period much longer than any
 /// range, so a misplaced slice cannot compare equal by accident.
@@ -117,8 +92,8 @@ struct Fixture {
 impl Fixture {
     fn new(name: &str) -> Fixture {
         let tmp = TempDir::new(name);
-        let static_dir = tmp.0.join("static");
-        let outside = tmp.0.join("outside");
+        let static_dir = tmp.path().join("static");
+        let outside = tmp.path().join("outside");
         write_file(&outside.join("secret.txt"), SECRET.as_bytes());
         write_file(&static_dir.join("data.bin"), &pattern_bytes(0..DATA_LEN));
         write_file(&static_dir.join("hello.txt"), b"hello, world\n");
@@ -891,7 +866,7 @@ fn traversal_and_hidden_paths_are_refused() {
 async fn multi_range_on_a_file_over_64_mib() {
     const LEN: u64 = 80 << 20;
     let tmp = TempDir::new("large");
-    let static_dir = tmp.0.join("static");
+    let static_dir = tmp.path().join("static");
     fs::create_dir_all(&static_dir).unwrap();
     let file = File::create(static_dir.join("large.bin")).unwrap();
     write_pattern(&file, 0..LEN);
@@ -947,7 +922,7 @@ async fn a_1_gib_file_is_streamed_in_bounded_memory() {
     };
 
     let tmp = TempDir::new("huge");
-    let static_dir = tmp.0.join("static");
+    let static_dir = tmp.path().join("static");
     fs::create_dir_all(&static_dir).unwrap();
     let file = File::create(static_dir.join("huge.bin")).unwrap();
     file.set_len(LEN).unwrap();

@@ -29,55 +29,12 @@ pub fn project_static_dir() -> PathBuf {
 impl Server {
     /// Starts the server serving the project's `static/` with extra flags.
     pub fn start(extra_args: &[&str]) -> Server {
-        let static_dir = project_static_dir();
-        let mut args = vec!["--static-dir", static_dir.to_str().unwrap()];
-        args.extend_from_slice(extra_args);
-        Server::start_with(&args)
+        Server::start_command(server_command(extra_args))
     }
 
     /// Starts the server with exactly these flags (plus `--bind 127.0.0.1:0` unless given).
     pub fn start_with(args: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        if !args.contains(&"--bind") {
-            command.args(["--bind", "127.0.0.1:0"]);
-        }
-        command
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("SWITCHBOARD_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start switchboard");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
-        let log_writer = log.clone();
-        std::thread::spawn(move || {
-            let mut addr_tx = Some(addr_tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    if let (Ok(addr), Some(tx)) = (addr.parse::<SocketAddr>(), addr_tx.take()) {
-                        let _ = tx.send(addr);
-                    }
-                }
-                log_writer.lock().unwrap().push(line);
-            }
-        });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "server did not report its address; log: {:?}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Server { child, addr, log }
+        Server::start_command(bare_command(args))
     }
 
     pub fn pid(&self) -> u32 {
@@ -124,15 +81,21 @@ impl Drop for Server {
 /// info logging), for a test that adds environment variables or limits before
 /// [`Server::start_command`].
 pub fn server_command(extra_args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     let static_dir = project_static_dir();
-    if !extra_args.contains(&"--bind") {
+    let mut args = vec!["--static-dir", static_dir.to_str().unwrap()];
+    args.extend_from_slice(extra_args);
+    bare_command(&args)
+}
+
+/// The server binary with exactly these flags (plus `--bind 127.0.0.1:0` unless given), logging
+/// at info so the bound address can be read.
+pub fn bare_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    if !args.contains(&"--bind") {
         command.args(["--bind", "127.0.0.1:0"]);
     }
     command
-        .arg("--static-dir")
-        .arg(static_dir)
-        .args(extra_args)
+        .args(args)
         .env_remove("RUST_LOG")
         .env("SWITCHBOARD_LOG_LEVEL", "info");
     command
@@ -222,5 +185,39 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new, empty directory; `name` makes it recognisable.
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "switchboard-test-{}-{}-{}",
+            std::process::id(),
+            name,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
