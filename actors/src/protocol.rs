@@ -176,6 +176,9 @@ impl ProtocolCx<'_> {
             self.link
                 .shard
                 .join(&key, self.link.info.id, &self.link.outbox);
+            // Most connections are in one room: grow exactly, not by the usual four-key step
+            // (this list lives as long as the connection).
+            self.link.rooms.reserve_exact(1);
             self.link.rooms.push(key);
         }
     }

@@ -493,6 +493,13 @@ where
         body: B,
     ) -> Result<(), DispatchError> {
         let is_upgrade = res.upgrade();
+        if is_upgrade {
+            // Switchboard: an upgraded connection (a WebSocket) never returns to keep-alive, so
+            // the graceful-shutdown hook, whose job is to close idle keep-alive connections, is
+            // dropped rather than kept for the connection's whole life; the server drains its
+            // WebSockets itself.
+            *self.as_mut().project().graceful_shutdown = None;
+        }
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
             (
@@ -543,6 +550,13 @@ where
         body: BoxBody,
     ) -> Result<(), DispatchError> {
         let is_upgrade = res.upgrade();
+        if is_upgrade {
+            // Switchboard: an upgraded connection (a WebSocket) never returns to keep-alive, so
+            // the graceful-shutdown hook, whose job is to close idle keep-alive connections, is
+            // dropped rather than kept for the connection's whole life; the server drains its
+            // WebSockets itself.
+            *self.as_mut().project().graceful_shutdown = None;
+        }
         let (draining, close_for_unread_payload) = {
             let this = self.as_mut().project();
             (
