@@ -225,25 +225,24 @@ impl Outbox {
     }
 
     /// Ends the TCP connection at the socket, for a peer so stuck that the writer never runs.
-    ///
-    /// Only while the writer (and so the connection that owns the fd) is alive: the fd cannot
-    /// have been closed and reused in the meantime, since both live on this thread.
     pub fn kill_socket(&self) {
-        if let (true, Some(fd)) = (self.writer_alive.get(), self.fd) {
-            // SAFETY: shutdown(2) on an fd this process owns and has not closed (see above).
-            unsafe {
-                libc::shutdown(fd, libc::SHUT_RDWR);
-            }
-        }
+        self.shutdown_socket(libc::SHUT_RDWR);
     }
 
     /// Sends FIN on the socket (the server closes TCP first, RFC 6455 §7.1.1), keeping the read
     /// side open so the peer's last bytes are read, not answered with RST.
     pub(crate) fn half_close_socket(&self) {
+        self.shutdown_socket(libc::SHUT_WR);
+    }
+
+    /// shutdown(2) on the connection's socket, only while the writer (and so the connection
+    /// that owns the fd) is alive: the fd cannot have been closed and reused in the meantime,
+    /// since both live on this thread.
+    fn shutdown_socket(&self, how: libc::c_int) {
         if let (true, Some(fd)) = (self.writer_alive.get(), self.fd) {
-            // SAFETY: as in `kill_socket`.
+            // SAFETY: shutdown(2) on an fd this process owns and has not closed (see above).
             unsafe {
-                libc::shutdown(fd, libc::SHUT_WR);
+                libc::shutdown(fd, how);
             }
         }
     }

@@ -142,11 +142,6 @@ impl ShardCore {
         }
     }
 
-    /// Members of a group on this worker.
-    pub fn local_members(&self, key: &GroupKey) -> usize {
-        self.groups.borrow().get(key).map_or(0, IndexMap::len)
-    }
-
     /// Sends to every member of the group on every worker; returns the local members reached.
     pub fn broadcast(&self, key: &GroupKey, frame: Frame) -> usize {
         METRICS.broadcasts.inc();
