@@ -111,13 +111,15 @@ impl OutboundBody {
             self.hand_over(rest, &mut chunk);
             return chunk;
         }
+        // Counted here and added once per chunk: one shared atomic per chunk, not per frame.
+        let mut messages = 0;
         while !self.close_written && chunk.len() < CHUNK {
             let Some(frame) = self.outbox.pop() else {
                 break;
             };
             self.close_written = frame.opcode == OpCode::Close;
             if frame.fin && frame.opcode != OpCode::Close {
-                METRICS.messages_out.inc();
+                messages += 1;
             }
             if frame.payload.len() <= CHUNK {
                 Parser::write_message(&mut chunk, &frame.payload, frame.opcode, frame.fin, false);
@@ -126,6 +128,9 @@ impl OutboundBody {
                 self.hand_over(frame.payload, &mut chunk);
                 break;
             }
+        }
+        if messages > 0 {
+            METRICS.messages_out.add(messages);
         }
         chunk
     }

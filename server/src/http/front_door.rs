@@ -29,7 +29,9 @@ where
     B: MessageBody + 'static,
 {
     let started = Instant::now();
-    let line = RequestLine::of(&req);
+    // The log line's parts are copied only when the access log is on (it is the hot path of
+    // static files).
+    let line = log::log_enabled!(log::Level::Info).then(|| RequestLine::of(&req));
     let outcome = match head_limit::check(req.head(), max_head) {
         Ok(()) => Outcome::Call(service.call(req)),
         Err(refusal) => Outcome::Refused(req.error_response(refusal)),
@@ -40,11 +42,13 @@ where
             Outcome::Refused(response) => response,
         };
         metrics::record_response(response.status());
-        line.log(
-            response.status(),
-            response.response().body().size(),
-            started,
-        );
+        if let Some(line) = line {
+            line.log(
+                response.status(),
+                response.response().body().size(),
+                started,
+            );
+        }
         Ok(response)
     }
 }
@@ -76,9 +80,6 @@ impl RequestLine {
     }
 
     fn log(&self, status: StatusCode, size: BodySize, started: Instant) {
-        if !log::log_enabled!(log::Level::Info) {
-            return;
-        }
         let bytes = match size {
             BodySize::Sized(bytes) => bytes.to_string(),
             BodySize::None => "0".to_owned(),
