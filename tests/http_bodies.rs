@@ -18,7 +18,7 @@ mod support;
 use std::{
     collections::BTreeSet,
     fs,
-    io::{self, Read, Write},
+    io::{self, Write},
     net::{SocketAddr, TcpStream},
     os::unix::fs::FileExt,
     path::Path,
@@ -35,7 +35,10 @@ use futures_util::{stream, SinkExt, StreamExt};
 use reqwest::{header, Body, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{Server, TempDir};
+use support::{
+    raw_http::{is_timeout, read_more, read_reply, RawReply},
+    Server, TempDir,
+};
 use tokio::{net::TcpStream as TokioTcpStream, sync::RwLock, time::timeout};
 use tokio_tungstenite::{
     tungstenite::{client::IntoClientRequest, http::HeaderValue, Message},
@@ -286,105 +289,8 @@ async fn post_form(server: &Server, body: Body) -> Reply {
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/1.1
 
-#[derive(Debug)]
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_nodelay(true).unwrap();
-    stream
-}
-
-fn is_timeout(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Reads more bytes into `buf`, waiting until `deadline`: a timeout error then, `UnexpectedEof`
-/// when the peer closed.
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
-    }
-    stream.set_read_timeout(Some(left))?;
-    let mut chunk = [0; 16 * KIB];
-    let n = stream.read(&mut chunk)?;
-    if n == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
-}
-
-/// Reads one whole response (body by `Content-Length`, chunked, or to the end).
-fn read_reply(stream: &mut TcpStream, deadline: Instant) -> io::Result<RawReply> {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-        read_more(stream, &mut buf, deadline)?;
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end - 4]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-        .collect();
-    let mut reply = RawReply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if let Some(length) = reply.header("content-length") {
-        let length: usize = length.parse().unwrap();
-        while buf.len() < head_end + length {
-            read_more(stream, &mut buf, deadline)?;
-        }
-        reply.body = buf[head_end..head_end + length].to_vec();
-    } else if reply
-        .header("transfer-encoding")
-        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-    {
-        while !buf[head_end..].ends_with(b"0\r\n\r\n") {
-            read_more(stream, &mut buf, deadline)?;
-        }
-        reply.body = buf[head_end..].to_vec();
-    } else {
-        loop {
-            match read_more(stream, &mut buf, deadline) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(err) => return Err(err),
-            }
-        }
-        reply.body = buf[head_end..].to_vec();
-    }
-    Ok(reply)
+    support::raw_http::connect(addr, IO_TIMEOUT)
 }
 
 /// Waits until the server ends the connection (EOF or reset); `Err` with what happened instead.

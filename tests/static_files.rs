@@ -6,16 +6,19 @@ mod support;
 
 use std::{
     fs::{self, File},
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    io::Write,
+    net::SocketAddr,
     ops::Range,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use reqwest::{header, Method, StatusCode};
-use support::{Server, TempDir};
+use support::{
+    raw_http::{self, RawReply},
+    Server, TempDir,
+};
 
 const DATA_LEN: u64 = 10_000;
 const CACHE_CONTROL: &str = "public, max-age=123";
@@ -281,58 +284,19 @@ fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP/1.1, for paths no URL library would send as they are
 
-struct RawReply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// Sends one request with `Connection: close` and reads the whole answer.
 fn raw_request(addr: SocketAddr, method: &str, target: &[u8]) -> RawReply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = raw_http::connect(addr, Duration::from_secs(10));
     let mut request = format!("{method} ").into_bytes();
     request.extend_from_slice(target);
     request.extend_from_slice(b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     stream.write_all(&request).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let head_end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("complete response head");
-    let head = String::from_utf8(response[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.to_owned(), value.trim().to_owned())
-        })
-        .collect();
-    RawReply {
-        status,
-        headers,
-        body: response[head_end + 4..].to_vec(),
-    }
+    raw_http::read_reply_to(
+        method,
+        &mut stream,
+        Instant::now() + Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
