@@ -12,13 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
-use hdrhistogram::Histogram;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
+
 use crate::common::{self, Target, Ws};
+use crate::frames::FrameReader;
 use crate::Common;
 
 /// Most messages a publisher queues before flushing them.
@@ -99,7 +101,6 @@ struct SubStats {
     gaps: u64,
     malformed: u64,
     wrong_size: u64,
-    hist: Histogram<u64>,
     error: Option<String>,
     /// The first record that did not parse (or had the wrong size), for diagnosis.
     sample: Option<String>,
@@ -139,7 +140,7 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         .unwrap_or_else(|| format!("bench{}", std::process::id()));
     let target = Target::parse(&common.url)?.with_query("mirror", &mirror);
     let protocol = common::protocol_option(&args.protocol);
-    let config = common::ws_config(64 * 1024);
+    let config = common::ws_config(8 * 1024);
 
     let subs = common::connect_many(
         &target,
@@ -214,7 +215,6 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     }
     shared.publishing_done.store(true, Ordering::Release);
 
-    let mut hist = common::new_histogram();
     let mut records = 0u64;
     let mut measured = 0u64;
     let mut in_window = 0u64;
@@ -226,7 +226,6 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     let mut first_bad_record: Option<String> = None;
     for task in sub_tasks {
         let s = task.await?;
-        hist.add(&s.hist).ok();
         records += s.records;
         measured += s.measured;
         in_window += s.in_window;
@@ -243,6 +242,7 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         }
     }
     shared.stop_watcher.store(true, Ordering::Release);
+    let hist = common::thread_histograms::merged();
     watcher.await?;
     let own_copies = shared.own_copies.load(Ordering::Relaxed);
     for (mut sink, reader) in pub_conns {
@@ -479,28 +479,14 @@ async fn publish(
 
 async fn subscriber(
     index: usize,
-    mut ws: Ws,
+    ws: Ws,
     shared: Arc<Shared>,
     publishers: usize,
     size: usize,
     clock: Clock,
 ) -> SubStats {
-    let mut stats = SubStats {
-        records: 0,
-        measured: 0,
-        in_window: 0,
-        order_violations: 0,
-        gaps: 0,
-        malformed: 0,
-        wrong_size: 0,
-        hist: common::new_histogram(),
-        error: None,
-        sample: None,
-    };
-    // Next expected sequence number from each publisher.
-    let mut next = vec![0u64; publishers];
-    let mut progress = 0u64;
-    let mut buf: Vec<u8> = Vec::new();
+    let mut reader = FrameReader::new(ws, MAX_FRAME);
+    let mut records = Records::new(publishers, size);
     let mut last_message_ns = common::now_ns();
     // One timer for the whole loop (cheaper than a timeout per message): every 50 ms the loop
     // looks at whether publishing is over and everything has arrived.
@@ -509,12 +495,12 @@ async fn subscriber(
     loop {
         let polled = tokio::select! {
             biased;
-            msg = ws.next() => Some(msg),
+            read = reader.read_more() => Some(read),
             _ = &mut tick => None,
         };
-        let Some(polled) = polled else {
+        let Some(read) = polled else {
             if shared.publishing_done.load(Ordering::Acquire)
-                && (progress >= shared.sent.load(Ordering::Acquire)
+                && (records.progress >= shared.sent.load(Ordering::Acquire)
                     || common::now_ns().saturating_sub(last_message_ns) >= clock.drain_idle_ns)
             {
                 break;
@@ -526,72 +512,165 @@ async fn subscriber(
                 .reset(tokio::time::Instant::now() + Duration::from_millis(50));
             continue;
         };
-        let msg = match polled {
-            None => {
-                stats.error = Some("connection closed by the server".into());
+        match read {
+            Ok(0) => {
+                records.stats.error = Some("connection closed by the server".into());
                 break;
             }
-            Some(Err(e)) => {
-                stats.error = Some(format!("{e}"));
+            Err(e) => {
+                records.stats.error = Some(format!("{e:#}"));
                 break;
             }
-            Some(Ok(msg)) => msg,
-        };
+            Ok(_) => {}
+        }
+        // Everything in one read arrived at the same moment.
         let now = common::now_ns();
         last_message_ns = now;
-        match &msg {
-            Message::Text(t) => buf.extend_from_slice(t.as_bytes()),
-            Message::Binary(b) => buf.extend_from_slice(b),
-            Message::Close(frame) => {
-                stats.error = Some(format!("closed by the server: {frame:?}"));
-                break;
-            }
-            _ => continue,
+        if let Err(e) = read_frames(&mut reader, &mut records, now, &clock).await {
+            records.stats.error = Some(format!("{e:#}"));
+            break;
         }
-        let mut consumed = 0;
-        while let Some(pos) = buf[consumed..].iter().position(|&b| b == b';') {
-            let record = &buf[consumed..consumed + pos];
-            consumed += pos + 1;
-            let Some((p, seq, t)) = parse(record).filter(|r| r.0 < publishers) else {
-                stats.malformed += 1;
-                if stats.sample.is_none() {
-                    stats.sample = Some(String::from_utf8_lossy(record).into_owned());
-                }
-                continue;
-            };
-            stats.records += 1;
-            if record.len() + 1 != size {
-                stats.wrong_size += 1;
-                if stats.sample.is_none() {
-                    stats.sample = Some(String::from_utf8_lossy(record).into_owned());
-                }
-            }
-            if seq < next[p] {
-                stats.order_violations += 1;
-            } else {
-                stats.gaps += seq - next[p];
-                progress += seq + 1 - next[p];
-                next[p] = seq + 1;
-            }
-            if t >= clock.warm_end_ns {
-                stats.measured += 1;
-                stats.hist.saturating_record(now.saturating_sub(t) / 1000);
-            }
-            if now >= clock.warm_end_ns && now < clock.end_ns {
-                stats.in_window += 1;
-            }
-        }
-        buf.drain(..consumed);
-        shared.progress[index].store(progress, Ordering::Release);
+        shared.progress[index].store(records.progress, Ordering::Release);
         if shared.publishing_done.load(Ordering::Acquire)
-            && progress >= shared.sent.load(Ordering::Acquire)
+            && records.progress >= shared.sent.load(Ordering::Acquire)
         {
             break;
         }
     }
     shared.progress[index].store(u64::MAX, Ordering::Release);
-    let _ = tokio::time::timeout(Duration::from_millis(500), ws.close(None)).await;
-    stats
+    let _ = tokio::time::timeout(Duration::from_millis(500), reader.close()).await;
+    records.stats
+}
+
+/// Largest frame a subscriber accepts.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Handles the whole frames in the reader's buffer: records from data frames, pongs for pings.
+async fn read_frames(
+    reader: &mut FrameReader,
+    records: &mut Records,
+    now: u64,
+    clock: &Clock,
+) -> Result<()> {
+    while let Some(frame) = reader.next_frame()? {
+        match frame.opcode {
+            OpCode::Data(_) => records.feed(reader.payload(&frame), now, clock),
+            OpCode::Control(Control::Ping) => {
+                let payload = reader.payload(&frame).to_vec();
+                reader.consume(frame);
+                reader.pong(payload).await?;
+                continue;
+            }
+            OpCode::Control(Control::Close) => {
+                let payload = reader.payload(&frame);
+                let code = payload
+                    .get(..2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .unwrap_or(1005);
+                let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                bail!("closed by the server: {code} {reason:?}");
+            }
+            OpCode::Control(_) => {}
+        }
+        reader.consume(frame);
+    }
+    common::thread_histograms::record(&records.latencies);
+    records.latencies.clear();
+    Ok(())
+}
+
+/// A subscriber's view of the records it receives: order, gaps and latency per publisher.
+///
+/// Payload text is split on `;` whatever the frames, because libwebsockets' test server may
+/// split one message into two or join messages.
+struct Records {
+    stats: SubStats,
+    /// Next expected sequence number from each publisher.
+    next: Vec<u64>,
+    /// Messages accounted for (received, or skipped over by a later sequence number).
+    progress: u64,
+    /// The start of a record whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// Latencies (µs) of the records of the current read, recorded together.
+    latencies: Vec<u64>,
+    size: usize,
+}
+
+impl Records {
+    fn new(publishers: usize, size: usize) -> Records {
+        Records {
+            stats: SubStats {
+                records: 0,
+                measured: 0,
+                in_window: 0,
+                order_violations: 0,
+                gaps: 0,
+                malformed: 0,
+                wrong_size: 0,
+                error: None,
+                sample: None,
+            },
+            next: vec![0; publishers],
+            progress: 0,
+            partial: Vec::new(),
+            latencies: Vec::new(),
+            size,
+        }
+    }
+
+    /// Takes the text of a data frame that arrived at `now`.
+    fn feed(&mut self, data: &[u8], now: u64, clock: &Clock) {
+        let mut rest = data;
+        if !self.partial.is_empty() {
+            let Some(end) = rest.iter().position(|&b| b == b';') else {
+                self.partial.extend_from_slice(rest);
+                return;
+            };
+            let mut record = std::mem::take(&mut self.partial);
+            record.extend_from_slice(&rest[..end]);
+            self.record(&record, now, clock);
+            rest = &rest[end + 1..];
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b';') {
+            self.record(&rest[..end], now, clock);
+            rest = &rest[end + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    fn record(&mut self, record: &[u8], now: u64, clock: &Clock) {
+        let publishers = self.next.len();
+        let stats = &mut self.stats;
+        let Some((p, seq, t)) = parse(record).filter(|r| r.0 < publishers) else {
+            stats.malformed += 1;
+            if stats.sample.is_none() {
+                stats.sample = Some(String::from_utf8_lossy(record).into_owned());
+            }
+            return;
+        };
+        stats.records += 1;
+        if record.len() + 1 != self.size {
+            stats.wrong_size += 1;
+            if stats.sample.is_none() {
+                stats.sample = Some(String::from_utf8_lossy(record).into_owned());
+            }
+        }
+        let next = &mut self.next[p];
+        if seq < *next {
+            stats.order_violations += 1;
+        } else {
+            stats.gaps += seq - *next;
+            self.progress += seq + 1 - *next;
+            *next = seq + 1;
+        }
+        if t >= clock.warm_end_ns {
+            stats.measured += 1;
+            self.latencies.push(now.saturating_sub(t) / 1000);
+        }
+        if now >= clock.warm_end_ns && now < clock.end_ns {
+            stats.in_window += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod broadcast;
 mod common;
 mod connect;
 mod echo;
+mod frames;
 
 use std::time::Duration;
 
