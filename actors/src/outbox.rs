@@ -324,6 +324,11 @@ impl Outbox {
             .set(self.written_bytes.get() + bytes as u64);
     }
 
+    /// The connection's socket, if it was recorded at accept.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.fd
+    }
+
     pub(crate) fn finish_requested(&self) -> bool {
         self.finish_requested.get()
     }

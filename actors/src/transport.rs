@@ -36,6 +36,12 @@ pub type SessionContext = actix_web_actors::ws::WebsocketContext<Session>;
 /// size (zero-copy), so actix-http's write buffer never grows to the size of a message.
 const CHUNK: usize = 64 * 1024;
 
+thread_local! {
+    /// The worker's buffer for encoding frames: written to the socket and reused, so that a
+    /// write allocates nothing.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
 /// Answers a verified handshake: 101 (naming the subprotocol if the client offered one), then
 /// the session runs.
 pub fn start(
@@ -105,11 +111,10 @@ impl OutboundBody {
     }
 
     /// Encodes queued frames into one chunk of at most about `CHUNK` bytes.
-    fn fill_chunk(&mut self) -> BytesMut {
-        let mut chunk = BytesMut::new();
+    fn fill_chunk(&mut self, chunk: &mut BytesMut) {
         if let Some(rest) = self.slice.take() {
-            self.hand_over(rest, &mut chunk);
-            return chunk;
+            self.hand_over(rest, chunk);
+            return;
         }
         // Counted here and added once per chunk: one shared atomic per chunk, not per frame.
         let mut messages = 0;
@@ -122,17 +127,67 @@ impl OutboundBody {
                 messages += 1;
             }
             if frame.payload.len() <= CHUNK {
-                Parser::write_message(&mut chunk, &frame.payload, frame.opcode, frame.fin, false);
+                Parser::write_message(chunk, &frame.payload, frame.opcode, frame.fin, false);
             } else {
-                write_header(&mut chunk, frame.opcode, frame.fin, frame.payload.len());
-                self.hand_over(frame.payload, &mut chunk);
+                write_header(chunk, frame.opcode, frame.fin, frame.payload.len());
+                self.hand_over(frame.payload, chunk);
                 break;
             }
         }
         if messages > 0 {
             METRICS.messages_out.add(messages);
         }
-        chunk
+    }
+
+    /// Encodes queued frames and writes them, chunk by chunk, straight to the socket while it
+    /// takes them; returns the first chunk it did not fully take, for actix-http to write.
+    /// `None`: everything queued is written.
+    fn write_queued(&mut self) -> Option<Bytes> {
+        SCRATCH.with_borrow_mut(|chunk| loop {
+            chunk.clear();
+            self.fill_chunk(chunk);
+            if chunk.is_empty() {
+                // A rare large chunk does not stay with the thread for good.
+                if chunk.capacity() > 2 * CHUNK {
+                    *chunk = BytesMut::new();
+                }
+                return None;
+            }
+            self.outbox.wrote(chunk.len());
+            METRICS.bytes_out.add(chunk.len() as u64);
+            if let Some(rest) = self.write_through(chunk) {
+                return Some(rest);
+            }
+        })
+    }
+
+    /// Writes a chunk straight to the socket when actix-http holds none of this connection's
+    /// bytes, which saves its buffering and a second poll of this body per write; returns
+    /// what the socket did not take, for actix-http to write (it also waits for the socket to
+    /// become writable, and reports errors). Plain TCP only: the fd is the connection's socket.
+    fn write_through(&self, chunk: &mut BytesMut) -> Option<Bytes> {
+        let Some(fd) = self.outbox.fd() else {
+            return Some(chunk.split().freeze());
+        };
+        if !actix_http::h1::write_buffer_is_empty() {
+            return Some(chunk.split().freeze());
+        }
+        // SAFETY: the fd is this connection's socket, open while its dispatcher polls this body;
+        // the pointer and length describe `chunk`.
+        let sent = unsafe {
+            libc::send(
+                fd,
+                chunk.as_ptr().cast(),
+                chunk.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        match usize::try_from(sent) {
+            Ok(sent) if sent == chunk.len() => None,
+            Ok(sent) => Some(chunk.split().freeze().slice(sent..)),
+            // Would block, or failed: actix-http tries again and handles the outcome.
+            Err(_) => Some(chunk.split().freeze()),
+        }
     }
 
     fn hand_over(&mut self, mut payload: Bytes, chunk: &mut BytesMut) {
@@ -180,11 +235,8 @@ impl Stream for OutboundBody {
         if this.outbox.finish_requested() {
             return this.end(cx);
         }
-        let chunk = this.fill_chunk();
-        if !chunk.is_empty() {
-            this.outbox.wrote(chunk.len());
-            METRICS.bytes_out.add(chunk.len() as u64);
-            return Poll::Ready(Some(Ok(chunk.freeze())));
+        if let Some(rest) = this.write_queued() {
+            return Poll::Ready(Some(Ok(rest)));
         }
         let closed = this.close_written && this.outbox.after_close() == AfterClose::End;
         if closed || this.actor_done {

@@ -43,6 +43,36 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
+// Switchboard: while a response body is polled, whether the dispatcher's write buffer is empty,
+// i.e. every byte the body produced so far has been handed to the socket. A body that writes to
+// the socket itself (a WebSocket's writer) may do so only then, or its bytes would overtake the
+// ones still buffered here. Read it with `write_buffer_is_empty` during `poll_next`.
+thread_local! {
+    static WRITE_BUFFER_EMPTY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Switchboard: whether the HTTP/1 dispatcher polling the current response body has no unwritten
+/// bytes of this response. Only meaningful inside the body's `poll_next`; false elsewhere.
+pub fn write_buffer_is_empty() -> bool {
+    WRITE_BUFFER_EMPTY.with(|empty| empty.get())
+}
+
+/// Sets the flag for the duration of one body poll.
+struct WriteBufferState;
+
+impl WriteBufferState {
+    fn enter(empty: bool) -> WriteBufferState {
+        WRITE_BUFFER_EMPTY.with(|flag| flag.set(empty));
+        WriteBufferState
+    }
+}
+
+impl Drop for WriteBufferState {
+    fn drop(&mut self) {
+        WRITE_BUFFER_EMPTY.with(|flag| flag.set(false));
+    }
+}
+
 bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct Flags: u8 {
@@ -696,7 +726,12 @@ where
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
                     while this.write_buf.len() < *this.h1_write_buffer_size {
-                        match body.as_mut().poll_next(cx) {
+                        // Switchboard: tell the body whether bytes are still waiting here.
+                        let polled = {
+                            let _state = WriteBufferState::enter(this.write_buf.is_empty());
+                            body.as_mut().poll_next(cx)
+                        };
+                        match polled {
                             Poll::Ready(Some(Ok(item))) => {
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
