@@ -369,3 +369,41 @@ async fn a_member_closing_mid_stream_gets_its_close_answer_last() {
         .expect("the sender gets all its messages back")
         .expect("sender task");
 }
+
+/// `--write-coalesce`: a broadcast after a quiet window goes out at once; the ones that follow
+/// within the window wait for its end and go out together, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_under_load_are_written_once_per_window() {
+    let window = Duration::from_secs(2);
+    let server = Server::start(&["--workers", "1", "--write-coalesce", "2s"]);
+    let mut sender = join(&server, Some("window")).await;
+    let mut member = join(&server, Some("window")).await;
+
+    let sent = Instant::now();
+    sender.send(Message::text("first")).await.unwrap();
+    assert_eq!(next_text(&mut member).await, "first");
+    let first_arrived = sent.elapsed();
+    assert!(
+        first_arrived < window / 2,
+        "after a quiet window a broadcast goes out at once (took {first_arrived:?})"
+    );
+
+    for n in 0..3 {
+        sender
+            .send(Message::text(format!("then {n}")))
+            .await
+            .unwrap();
+    }
+    for n in 0..3 {
+        assert_eq!(next_text(&mut member).await, format!("then {n}"));
+    }
+    let rest_arrived = sent.elapsed();
+    assert!(
+        rest_arrived >= window * 3 / 4,
+        "the next broadcasts wait for the window to end (arrived after {rest_arrived:?})"
+    );
+    // The sender is a member too, and got the same, in the same order.
+    for text in ["first", "then 0", "then 1", "then 2"] {
+        assert_eq!(next_text(&mut sender).await, text);
+    }
+}

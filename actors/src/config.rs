@@ -20,6 +20,8 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub close_timeout: Duration,
+    /// Under load, a worker writes broadcasts to each socket at most once per this window.
+    pub write_coalesce: Duration,
 }
 
 /// The raw fd of an accepted TCP connection, recorded when it is accepted, so that a connection

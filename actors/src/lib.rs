@@ -16,6 +16,7 @@ pub mod protocols;
 pub mod registry;
 pub mod session;
 pub mod slots;
+mod socket_write;
 pub mod status_board;
 pub mod transport;
 

@@ -17,10 +17,12 @@ use std::{
     time::Instant,
 };
 
-use actix_http::ws::OpCode;
+use actix_http::ws::{OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{close::CloseError, message::Message, metrics::METRICS, SlowConsumerPolicy};
+use crate::{
+    close::CloseError, message::Message, metrics::METRICS, socket_write, SlowConsumerPolicy,
+};
 
 /// One frame to write. The payload is shared, never copied per recipient.
 #[derive(Debug, Clone)]
@@ -28,6 +30,9 @@ pub struct Frame {
     pub opcode: OpCode,
     pub fin: bool,
     pub payload: Bytes,
+    /// The payload is already encoded wire bytes (the rest of a direct write the socket did
+    /// not fully take), to be written as they are.
+    encoded: bool,
 }
 
 impl Frame {
@@ -43,7 +48,29 @@ impl Frame {
             opcode,
             fin,
             payload,
+            encoded: false,
         }
+    }
+
+    /// Wire bytes of frames already encoded (and already counted in the backlog).
+    fn encoded(bytes: Bytes) -> Frame {
+        Frame {
+            opcode: OpCode::Binary,
+            fin: false,
+            payload: bytes,
+            encoded: true,
+        }
+    }
+
+    /// Appends this frame's wire bytes (server frames are not masked). Returns whether it ends
+    /// a message, for the messages-sent count.
+    pub(crate) fn encode(&self, chunk: &mut BytesMut) -> bool {
+        if self.encoded {
+            chunk.extend_from_slice(&self.payload);
+            return false;
+        }
+        Parser::write_message(chunk, &self.payload, self.opcode, self.fin, false);
+        self.fin && self.opcode != OpCode::Close
     }
 
     pub fn ping(payload: Bytes) -> Frame {
@@ -66,6 +93,9 @@ impl Frame {
 
     /// Bytes this frame takes on the wire (server frames are not masked).
     pub fn wire_len(&self) -> usize {
+        if self.encoded {
+            return self.payload.len();
+        }
         header_len(self.payload.len()) + self.payload.len()
     }
 }
@@ -89,6 +119,16 @@ pub enum Delivery {
     Closed,
 }
 
+/// Whether the writer must be woken for a queued frame to go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The queue was empty, so the writer is parked (or about to park).
+    Needed,
+    /// Nothing to do: frames were already queued (the writer comes back for them anyway), or
+    /// nothing was queued.
+    Pending,
+}
+
 /// What the writer does once the close frame is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterClose {
@@ -109,6 +149,9 @@ pub struct Outbox {
     after_close: Cell<AfterClose>,
     finish_requested: Cell<bool>,
     writer_alive: Cell<bool>,
+    /// The writer is parked and actix-http holds none of this connection's bytes, so queued
+    /// frames may be written straight to the socket (see [`crate::socket_write`]).
+    direct: Cell<bool>,
     last_heard: Cell<Instant>,
     last_ping: Cell<Instant>,
     max_backlog: u64,
@@ -128,6 +171,7 @@ impl Outbox {
             after_close: Cell::new(AfterClose::AwaitPeer),
             finish_requested: Cell::new(false),
             writer_alive: Cell::new(true),
+            direct: Cell::new(false),
             last_heard: Cell::new(now),
             last_ping: Cell::new(now),
             max_backlog: max_backlog as u64,
@@ -146,8 +190,24 @@ impl Outbox {
     /// The limit is checked before adding, so one message larger than `--max-backlog` still
     /// reaches a peer that keeps up; what a slow peer can pin is the limit plus one message.
     pub fn send(&self, frame: Frame) -> Delivery {
+        let (delivery, wake) = self.admit(frame);
+        if wake == Wake::Needed {
+            self.wake_writer();
+        }
+        delivery
+    }
+
+    /// Like [`Outbox::send`], but leaves waking the writer to the caller: with [`Wake::Needed`]
+    /// the writer is parked and must be woken ([`Outbox::wake_writer`]), or the frames written
+    /// directly ([`Outbox::write_direct`]), for the frame to go out. The shard fanning out
+    /// broadcasts does the latter for all its members at once.
+    pub(crate) fn send_deferred(&self, frame: Frame) -> (Delivery, Wake) {
+        self.admit(frame)
+    }
+
+    fn admit(&self, frame: Frame) -> (Delivery, Wake) {
         if self.is_closing() {
-            return Delivery::Closed;
+            return (Delivery::Closed, Wake::Pending);
         }
         if self.backlog() > self.max_backlog {
             return match self.policy {
@@ -156,7 +216,7 @@ impl Outbox {
                         log::info!("slow consumer: over the backlog limit; dropping its messages");
                     }
                     METRICS.slow_consumer_drops.inc();
-                    Delivery::Dropped
+                    (Delivery::Dropped, Wake::Pending)
                 }
                 SlowConsumerPolicy::Close => {
                     METRICS.slow_consumer_closes.inc();
@@ -167,12 +227,11 @@ impl Outbox {
                     );
                     self.discard_queue();
                     self.close(&CloseError::SlowConsumer, AfterClose::AwaitPeer);
-                    Delivery::Closed
+                    (Delivery::Closed, Wake::Pending)
                 }
             };
         }
-        self.enqueue(frame);
-        Delivery::Queued
+        (Delivery::Queued, self.enqueue(frame))
     }
 
     /// Queues several frames that must stay together (the fragments of one message), so that
@@ -184,7 +243,9 @@ impl Outbox {
         };
         let delivery = self.send(first);
         if delivery == Delivery::Queued {
-            frames.for_each(|frame| self.enqueue(frame));
+            frames.for_each(|frame| {
+                self.enqueue(frame);
+            });
         }
         delivery
     }
@@ -205,7 +266,9 @@ impl Outbox {
         }
         self.close_queued_at.set(Some(Instant::now()));
         self.after_close.set(after);
-        self.enqueue(Frame::close(status));
+        if self.enqueue(Frame::close(status)) == Wake::Needed {
+            self.wake_writer();
+        }
         true
     }
 
@@ -271,29 +334,35 @@ impl Outbox {
         self.writer_alive.get()
     }
 
-    fn enqueue(&self, frame: Frame) {
+    /// Appends a frame; says whether the writer needs waking for it.
+    fn enqueue(&self, frame: Frame) -> Wake {
         self.queued_bytes
             .set(self.queued_bytes.get() + frame.wire_len() as u64);
         let mut frames = self.frames.borrow_mut();
         frames.push_back(frame);
         // The writer parks only with an empty queue; a non-empty one is polled again anyway.
         if frames.len() == 1 {
-            drop(frames);
-            self.wake_writer();
+            Wake::Needed
+        } else {
+            Wake::Pending
         }
     }
 
+    /// Frees the queued frames, except the rest of a frame partly on the wire already (the
+    /// peer must get all of it before the close frame).
     fn discard_queue(&self) {
-        let discarded: u64 = self
-            .frames
-            .borrow_mut()
-            .drain(..)
-            .map(|frame| frame.wire_len() as u64)
-            .sum();
+        let mut discarded = 0;
+        self.frames.borrow_mut().retain(|frame| {
+            if !frame.encoded {
+                discarded += frame.wire_len() as u64;
+            }
+            frame.encoded
+        });
         self.queued_bytes.set(self.queued_bytes.get() - discarded);
     }
 
-    fn wake_writer(&self) {
+    /// Schedules the writer to run: it writes whatever is queued.
+    pub(crate) fn wake_writer(&self) {
         if let Some(waker) = self.waker.borrow().as_ref() {
             waker.wake_by_ref();
         }
@@ -309,13 +378,72 @@ impl Outbox {
         }
     }
 
-    pub(crate) fn pop(&self) -> Option<Frame> {
+    /// Writes queued frames straight to the socket, for a writer that is parked with nothing
+    /// held by actix-http (else, or for what the socket does not take, it wakes the writer).
+    /// Close frames, and payloads too large for one chunk, are left to the writer.
+    pub(crate) fn write_direct(&self) {
+        let fd = match (self.direct.get() && self.writer_alive.get(), self.fd) {
+            (true, Some(fd)) => fd,
+            _ => return self.wake_writer(),
+        };
+        let mut messages = 0;
+        socket_write::with_scratch(|chunk| {
+            while chunk.len() < socket_write::CHUNK {
+                let frame = {
+                    let mut frames = self.frames.borrow_mut();
+                    match frames.front() {
+                        Some(next)
+                            if next.opcode != OpCode::Close
+                                && next.payload.len() <= socket_write::CHUNK =>
+                        {
+                            frames.pop_front()
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(frame) = frame else { break };
+                if frame.encode(chunk) {
+                    messages += 1;
+                }
+            }
+            if chunk.is_empty() {
+                return;
+            }
+            let sent = socket_write::send(fd, chunk);
+            self.wrote(sent);
+            METRICS.bytes_out.add(sent as u64);
+            if sent < chunk.len() {
+                let rest = Bytes::copy_from_slice(&chunk[sent..]);
+                self.frames.borrow_mut().push_front(Frame::encoded(rest));
+            }
+        });
+        if messages > 0 {
+            METRICS.messages_out.add(messages);
+        }
+        self.release_idle_queue();
+        if !self.frames.borrow().is_empty() {
+            self.direct.set(false);
+            self.wake_writer();
+        }
+    }
+
+    /// Set by the writer each time it is polled: true when it parks with actix-http holding none
+    /// of this connection's bytes.
+    pub(crate) fn set_direct(&self, direct: bool) {
+        self.direct.set(direct);
+    }
+
+    /// An idle connection keeps no queue storage (most connections are idle most of the time).
+    fn release_idle_queue(&self) {
         let mut frames = self.frames.borrow_mut();
-        let frame = frames.pop_front();
-        // An idle connection keeps no queue storage (most connections are idle most of the time).
         if frames.is_empty() && frames.capacity() > 0 {
             *frames = VecDeque::new();
         }
+    }
+
+    pub(crate) fn pop(&self) -> Option<Frame> {
+        let frame = self.frames.borrow_mut().pop_front();
+        self.release_idle_queue();
         frame
     }
 
@@ -396,5 +524,141 @@ mod tests {
         let outbox = Outbox::new(10, SlowConsumerPolicy::Close, None);
         assert!(outbox.close_with(Some((1000, "bye")), AfterClose::End));
         assert!(!outbox.close_with(Some((1001, "again")), AfterClose::End));
+    }
+
+    /// A connected pair of Unix stream sockets: (ours, the peer's).
+    fn socket_pair() -> (RawFd, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair(2) fills the two-element array.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0, "socketpair");
+        (fds[0], fds[1])
+    }
+
+    /// Everything the peer can read now.
+    fn read_available(fd: RawFd) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            // SAFETY: reads into `buf`, within its length.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                return all;
+            }
+            all.extend_from_slice(&buf[..n as usize]);
+        }
+    }
+
+    fn close_fds(fds: &[RawFd]) {
+        for &fd in fds {
+            // SAFETY: closes fds this test opened.
+            unsafe { libc::close(fd) };
+        }
+    }
+
+    fn encoded(frames: &[Frame]) -> Vec<u8> {
+        let mut wire = BytesMut::new();
+        for frame in frames {
+            frame.encode(&mut wire);
+        }
+        wire.to_vec()
+    }
+
+    #[test]
+    fn direct_write_puts_queued_frames_on_the_wire_in_order() {
+        let (ours, peer) = socket_pair();
+        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        outbox.set_direct(true);
+        let frames: Vec<Frame> = (1..=3).map(text).collect();
+        for frame in &frames {
+            assert_eq!(outbox.send_deferred(frame.clone()).0, Delivery::Queued);
+        }
+        outbox.write_direct();
+        assert_eq!(read_available(peer), encoded(&frames));
+        assert_eq!(outbox.backlog(), 0);
+        assert!(outbox.pop().is_none());
+        close_fds(&[ours, peer]);
+    }
+
+    #[test]
+    fn without_direct_mode_nothing_is_written_here() {
+        let (ours, peer) = socket_pair();
+        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        outbox.send_deferred(text(10));
+        outbox.write_direct();
+        assert!(read_available(peer).is_empty());
+        assert_eq!(outbox.pop().map(|frame| frame.payload.len()), Some(10));
+        close_fds(&[ours, peer]);
+    }
+
+    #[test]
+    fn close_frames_are_left_to_the_writer() {
+        let (ours, peer) = socket_pair();
+        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        outbox.set_direct(true);
+        let data = text(5);
+        outbox.send_deferred(data.clone());
+        outbox.close_with(Some((1000, "bye")), AfterClose::AwaitPeer);
+        outbox.write_direct();
+        assert_eq!(read_available(peer), encoded(&[data]));
+        assert_eq!(outbox.pop().map(|frame| frame.opcode), Some(OpCode::Close));
+        close_fds(&[ours, peer]);
+    }
+
+    #[test]
+    fn what_a_full_socket_does_not_take_stays_first_in_the_queue() {
+        let (ours, peer) = socket_pair();
+        let outbox = Outbox::new(16 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let frames: Vec<Frame> = (0..40).map(|_| text(10_000)).collect();
+        for frame in &frames {
+            outbox.send_deferred(frame.clone());
+        }
+        // Nothing is read until the socket is full: 400 KB is more than its buffer.
+        let mut passes = 0;
+        loop {
+            outbox.set_direct(true);
+            outbox.write_direct();
+            passes += 1;
+            if outbox
+                .frames
+                .borrow()
+                .front()
+                .is_some_and(|frame| frame.encoded)
+            {
+                break;
+            }
+            assert!(passes < 10, "the socket never filled up");
+        }
+        assert!(
+            !outbox.direct.get(),
+            "a full socket hands the writing back to the writer"
+        );
+        let mut wire = read_available(peer);
+        // The writer hands over the rest, starting with the part of the frame the socket left.
+        while let Some(frame) = outbox.pop() {
+            let mut rest = BytesMut::new();
+            frame.encode(&mut rest);
+            outbox.wrote(rest.len());
+            wire.extend_from_slice(&rest);
+        }
+        assert_eq!(wire, encoded(&frames));
+        assert_eq!(outbox.backlog(), 0);
+        close_fds(&[ours, peer]);
+    }
+
+    #[test]
+    fn a_slow_consumer_close_keeps_the_rest_of_a_frame_on_the_wire() {
+        let outbox = Outbox::new(100, SlowConsumerPolicy::Close, None);
+        outbox
+            .frames
+            .borrow_mut()
+            .push_back(Frame::encoded(Bytes::from_static(b"rest")));
+        outbox.queued_bytes.set(4);
+        outbox.send(text(200));
+        assert_eq!(outbox.send(text(1)), Delivery::Closed);
+        let first = outbox.pop().unwrap();
+        assert_eq!(&first.payload[..], b"rest");
+        assert_eq!(outbox.pop().map(|frame| frame.opcode), Some(OpCode::Close));
     }
 }

@@ -15,7 +15,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use actix_http::ws::{Codec, OpCode, Parser};
+use actix_http::ws::{Codec, OpCode};
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -25,22 +25,13 @@ use crate::{
     metrics::METRICS,
     outbox::{AfterClose, Outbox},
     session::Session,
+    socket_write::{self, CHUNK},
 };
 
 pub use actix_web_actors::ws::{Message as WsMessage, ProtocolError};
 
 /// The actor context sessions run in.
 pub type SessionContext = actix_web_actors::ws::WebsocketContext<Session>;
-
-/// Largest chunk handed to actix-http at once. Large payloads are handed over in slices of this
-/// size (zero-copy), so actix-http's write buffer never grows to the size of a message.
-const CHUNK: usize = 64 * 1024;
-
-thread_local! {
-    /// The worker's buffer for encoding frames: written to the socket and reused, so that a
-    /// write allocates nothing.
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
 
 /// Answers a verified handshake: 101 (naming the subprotocol if the client offered one), then
 /// the session runs.
@@ -123,12 +114,12 @@ impl OutboundBody {
                 break;
             };
             self.close_written = frame.opcode == OpCode::Close;
-            if frame.fin && frame.opcode != OpCode::Close {
-                messages += 1;
-            }
             if frame.payload.len() <= CHUNK {
-                Parser::write_message(chunk, &frame.payload, frame.opcode, frame.fin, false);
+                if frame.encode(chunk) {
+                    messages += 1;
+                }
             } else {
+                messages += u64::from(frame.fin);
                 write_header(chunk, frame.opcode, frame.fin, frame.payload.len());
                 self.hand_over(frame.payload, chunk);
                 break;
@@ -140,54 +131,26 @@ impl OutboundBody {
     }
 
     /// Encodes queued frames and writes them, chunk by chunk, straight to the socket while it
-    /// takes them; returns the first chunk it did not fully take, for actix-http to write.
-    /// `None`: everything queued is written.
+    /// takes them (see [`crate::socket_write`]); returns the first chunk it did not fully take,
+    /// for actix-http to write. `None`: everything queued is written.
     fn write_queued(&mut self) -> Option<Bytes> {
-        SCRATCH.with_borrow_mut(|chunk| loop {
+        let fd = self
+            .outbox
+            .fd()
+            .filter(|_| actix_http::h1::write_buffer_is_empty());
+        socket_write::with_scratch(|chunk| loop {
             chunk.clear();
             self.fill_chunk(chunk);
             if chunk.is_empty() {
-                // A rare large chunk does not stay with the thread for good.
-                if chunk.capacity() > 2 * CHUNK {
-                    *chunk = BytesMut::new();
-                }
                 return None;
             }
             self.outbox.wrote(chunk.len());
             METRICS.bytes_out.add(chunk.len() as u64);
-            if let Some(rest) = self.write_through(chunk) {
-                return Some(rest);
+            let sent = fd.map_or(0, |fd| socket_write::send(fd, chunk));
+            if sent < chunk.len() {
+                return Some(chunk.split().freeze().slice(sent..));
             }
         })
-    }
-
-    /// Writes a chunk straight to the socket when actix-http holds none of this connection's
-    /// bytes, which saves its buffering and a second poll of this body per write; returns
-    /// what the socket did not take, for actix-http to write (it also waits for the socket to
-    /// become writable, and reports errors). Plain TCP only: the fd is the connection's socket.
-    fn write_through(&self, chunk: &mut BytesMut) -> Option<Bytes> {
-        let Some(fd) = self.outbox.fd() else {
-            return Some(chunk.split().freeze());
-        };
-        if !actix_http::h1::write_buffer_is_empty() {
-            return Some(chunk.split().freeze());
-        }
-        // SAFETY: the fd is this connection's socket, open while its dispatcher polls this body;
-        // the pointer and length describe `chunk`.
-        let sent = unsafe {
-            libc::send(
-                fd,
-                chunk.as_ptr().cast(),
-                chunk.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        match usize::try_from(sent) {
-            Ok(sent) if sent == chunk.len() => None,
-            Ok(sent) => Some(chunk.split().freeze().slice(sent..)),
-            // Would block, or failed: actix-http tries again and handles the outcome.
-            Err(_) => Some(chunk.split().freeze()),
-        }
     }
 
     fn hand_over(&mut self, mut payload: Bytes, chunk: &mut BytesMut) {
@@ -203,6 +166,7 @@ impl OutboundBody {
     /// handed over, this yields once (actix-http flushes them), then half-closes the socket: the
     /// peer sees FIN at once, and actix-http's linger ends at the peer's own FIN, without RST.
     fn end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.outbox.set_direct(false);
         match self.ending {
             Ending::No => {
                 self.ending = Ending::Flushing;
@@ -236,12 +200,18 @@ impl Stream for OutboundBody {
             return this.end(cx);
         }
         if let Some(rest) = this.write_queued() {
+            this.outbox.set_direct(false);
             return Poll::Ready(Some(Ok(rest)));
         }
         let closed = this.close_written && this.outbox.after_close() == AfterClose::End;
         if closed || this.actor_done {
+            this.outbox.set_direct(false);
             return this.end(cx);
         }
+        // Parked: while actix-http holds none of our bytes, a broadcast may be written directly.
+        let direct =
+            this.slice.is_none() && !this.close_written && actix_http::h1::write_buffer_is_empty();
+        this.outbox.set_direct(direct);
         Poll::Pending
     }
 }
@@ -272,6 +242,7 @@ fn write_header(dst: &mut BytesMut, opcode: OpCode, fin: bool, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_http::ws::Parser;
 
     #[test]
     fn split_header_matches_actix_encoding() {

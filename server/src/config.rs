@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "5", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
+    /// Under load, a worker writes broadcasts to each socket at most once per this window, so
+    /// that the messages arriving within it share one write (a broadcast after a quiet window
+    /// goes out at once). 0 writes after every turn of the worker's event loop.
+    #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "6ms", value_parser = parse_duration)]
+    pub write_coalesce: Duration,
+
     /// dumb-increment-protocol: interval between counter messages.
     #[arg(long, env = "SWITCHBOARD_INCREMENT_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub increment_interval: Duration,

@@ -248,5 +248,6 @@ fn session_config(config: &Config) -> SessionConfig {
         ping_interval: config.ping_interval,
         idle_timeout: config.idle_timeout,
         close_timeout: config.close_timeout.max(Duration::from_millis(100)),
+        write_coalesce: config.write_coalesce,
     }
 }

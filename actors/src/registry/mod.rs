@@ -5,6 +5,7 @@
 //! from one sender cross through one mailbox per shard, so every receiver sees them in order.
 
 mod directory;
+mod flush;
 mod group;
 mod shard;
 

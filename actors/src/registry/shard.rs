@@ -12,11 +12,11 @@ use std::{
 use actix::{Actor, AsyncContext, Context, Handler, Message as ActixMessage};
 use indexmap::IndexMap;
 
-use super::{directory, GroupKey};
+use super::{directory, flush::Flush, GroupKey};
 use crate::{
     close::CloseError,
     metrics::METRICS,
-    outbox::{AfterClose, Delivery, Frame, Outbox},
+    outbox::{AfterClose, Delivery, Frame, Outbox, Wake},
     SessionConfig, SessionId,
 };
 
@@ -28,6 +28,7 @@ pub struct ShardCore {
     config: Arc<SessionConfig>,
     sessions: RefCell<Members>,
     groups: RefCell<HashMap<GroupKey, Members>>,
+    flush: Rc<Flush>,
 }
 
 thread_local! {
@@ -43,9 +44,10 @@ pub fn start_local_shard(config: Arc<SessionConfig>) {
             Shard::create(|ctx| {
                 let core = Rc::new(ShardCore {
                     index: directory::register(ctx.address()),
-                    config,
                     sessions: RefCell::default(),
                     groups: RefCell::default(),
+                    flush: Flush::new(config.write_coalesce),
+                    config,
                 });
                 started = Some(core.clone());
                 Shard { core, tick }
@@ -154,7 +156,8 @@ impl ShardCore {
         self.deliver_local(key, &frame)
     }
 
-    /// Queues the frame (shared, not copied) for each local member of the group.
+    /// Queues the frame (shared, not copied) for each local member of the group; the members'
+    /// sockets are written by the flush after this turn.
     fn deliver_local(&self, key: &GroupKey, frame: &Frame) -> usize {
         let groups = self.groups.borrow();
         let Some(members) = groups.get(key) else {
@@ -162,7 +165,13 @@ impl ShardCore {
         };
         let reached = members
             .values()
-            .filter(|outbox| outbox.send(frame.clone()) == Delivery::Queued)
+            .filter(|outbox| match outbox.send_deferred(frame.clone()) {
+                (Delivery::Queued, Wake::Needed) => {
+                    self.flush.add(outbox);
+                    true
+                }
+                (delivery, _) => delivery == Delivery::Queued,
+            })
             .count();
         METRICS.broadcast_deliveries.add(reached as u64);
         reached
