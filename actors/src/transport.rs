@@ -193,6 +193,7 @@ impl Stream for OutboundBody {
             return this.end(cx);
         }
         if let Some(item) = this.drive_actor(cx) {
+            this.outbox.set_direct(false);
             return Poll::Ready(Some(item));
         }
         this.outbox.register_writer(cx.waker());

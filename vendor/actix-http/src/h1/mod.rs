@@ -15,6 +15,7 @@ mod timer;
 mod upgrade;
 mod utils;
 
+// Switchboard: lets a response body know whether the dispatcher holds unwritten bytes.
 pub use self::dispatcher::write_buffer_is_empty;
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
