@@ -361,12 +361,18 @@ fn payload(publisher: usize, seq: u64, t_ns: u64, size: usize) -> String {
 
 /// Parses a record (the text before a `;`) into (publisher, seq, send time).
 fn parse(record: &[u8]) -> Option<(usize, u64, u64)> {
-    fn num<T: std::str::FromStr>(field: &[u8], prefix: u8) -> Option<T> {
+    /// `<prefix><decimal digits>`, at most 19 digits (always fits a u64).
+    fn num(field: &[u8], prefix: u8) -> Option<u64> {
         let digits = field.strip_prefix(&[prefix])?;
-        std::str::from_utf8(digits).ok()?.parse().ok()
+        if digits.is_empty() || digits.len() > 19 {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
     }
     let mut fields = record.split(|&b| b == b' ');
-    let p = num(fields.next()?, b'p')?;
+    let p = usize::try_from(num(fields.next()?, b'p')?).ok()?;
     let s = num(fields.next()?, b's')?;
     let t = num(fields.next()?, b't')?;
     Some((p, s, t))
@@ -622,7 +628,7 @@ impl Records {
     fn feed(&mut self, data: &[u8], now: u64, clock: &Clock) {
         let mut rest = data;
         if !self.partial.is_empty() {
-            let Some(end) = rest.iter().position(|&b| b == b';') else {
+            let Some(end) = memchr::memchr(b';', rest) else {
                 self.partial.extend_from_slice(rest);
                 return;
             };
@@ -631,7 +637,7 @@ impl Records {
             self.record(&record, now, clock);
             rest = &rest[end + 1..];
         }
-        while let Some(end) = rest.iter().position(|&b| b == b';') {
+        while let Some(end) = memchr::memchr(b';', rest) {
             self.record(&rest[..end], now, clock);
             rest = &rest[end + 1..];
         }
@@ -692,5 +698,8 @@ mod tests {
         assert_eq!(parse(b"garbage"), None);
         assert_eq!(parse(b"p1 s2"), None);
         assert_eq!(parse(b"p1 sx t3"), None);
+        assert_eq!(parse(b"p1 s+2 t3"), None);
+        assert_eq!(parse(b"p1 s2 t"), None);
+        assert_eq!(parse(b"p1 s2 t99999999999999999999"), None);
     }
 }
