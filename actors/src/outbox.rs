@@ -197,10 +197,10 @@ impl Outbox {
         delivery
     }
 
-    /// Like [`Outbox::send`], but leaves waking the writer to the caller: with [`Wake::Needed`]
-    /// the writer is parked and must be woken ([`Outbox::wake_writer`]), or the frames written
-    /// directly ([`Outbox::write_direct`]), for the frame to go out. The shard fanning out
-    /// broadcasts does the latter for all its members at once.
+    /// Like [`Outbox::send`], but leaves the rest to the caller: with [`Wake::Needed`] the
+    /// writer is parked, and the frame goes out only once the caller calls
+    /// [`Outbox::write_direct`] (which wakes the writer when it cannot write the frames itself).
+    /// The shard's flush pass does that for all the members of a broadcast at once.
     pub(crate) fn send_deferred(&self, frame: Frame) -> (Delivery, Wake) {
         self.admit(frame)
     }
@@ -362,7 +362,7 @@ impl Outbox {
     }
 
     /// Schedules the writer to run: it writes whatever is queued.
-    pub(crate) fn wake_writer(&self) {
+    fn wake_writer(&self) {
         if let Some(waker) = self.waker.borrow().as_ref() {
             waker.wake_by_ref();
         }

@@ -157,7 +157,7 @@ impl ShardCore {
     }
 
     /// Queues the frame (shared, not copied) for each local member of the group; the members'
-    /// sockets are written by the flush after this turn.
+    /// sockets are written by the flush pass (see `flush.rs`).
     fn deliver_local(&self, key: &GroupKey, frame: &Frame) -> usize {
         let groups = self.groups.borrow();
         let Some(members) = groups.get(key) else {
