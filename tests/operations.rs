@@ -736,6 +736,26 @@ async fn the_end_of_a_graceful_shutdown_is_logged() {
     );
 }
 
+/// A SIGTERM sent the moment the server says it is listening (what an orchestrator stopping a
+/// just-started container does) is a graceful shutdown, not a kill that leaves the pid file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_right_after_start_is_a_graceful_shutdown() {
+    for attempt in 0..10 {
+        let dir = TempDir::new("early-sigterm");
+        let pid_file = dir.path("switchboard.pid");
+        let mut server = Server::start(&["--pid-file", pid_file.to_str().unwrap()]);
+        server.signal(libc::SIGTERM);
+        let status = wait_exit(&mut server, Duration::from_secs(8))
+            .await
+            .expect("exit on SIGTERM");
+        assert!(status.success(), "attempt {attempt}: {status:?}");
+        assert!(
+            !pid_file.exists(),
+            "attempt {attempt}: the pid file is removed"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_answers_the_close_cannot_stop_the_exit() {
     let mut server = Server::start(&["--shutdown-timeout", "5"]);

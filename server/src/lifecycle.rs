@@ -192,14 +192,32 @@ pub fn daemonize() -> Result<(), LifecycleError> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment [`ShutdownSignals::install`] returns.
+///
+/// Installed before the server says it is listening (and before it writes its pid file), so that
+/// a signal sent as soon as it is up starts the graceful shutdown instead of killing the process
+/// with the pid file left behind.
+pub struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (needs the runtime).
+    pub fn install() -> io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    pub async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
 

@@ -68,9 +68,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if config.daemon {
         lifecycle::daemonize()?;
     }
-    if let Some(pid_file) = pid_file.as_mut() {
-        pid_file.write_pid()?;
-    }
 
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
@@ -99,12 +96,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .then(|| config.metrics_path.clone()),
     };
     let bound = listener.local_addr().map_err(StartError::Run)?;
-    log::info!(
-        "switchboard listening on {bound} ({workers} workers, file-descriptor limit {fd_limit}, \
-         at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
-    );
+    let pid_file_to_write = pid_file.as_mut();
 
     let result = actix_web::rt::System::new().block_on(async move {
+        // Signals first: once the pid file and the "listening" line are out, SIGTERM must work.
+        let mut signals = lifecycle::ShutdownSignals::install().map_err(StartError::Run)?;
+        if let Some(pid_file) = pid_file_to_write {
+            pid_file.write_pid()?;
+        }
+        log::info!(
+            "switchboard listening on {bound} ({workers} workers, file-descriptor limit {fd_limit}, \
+             at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
+        );
         let static_files = web::Data::new(static_files);
         let uploads = web::Data::new(http::Uploads {
             dir: config.upload_dir.clone(),
@@ -178,7 +181,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let metrics_handle = metrics_server.as_ref().map(|server| server.handle());
         let shutdown_timeout = config.shutdown_timeout;
         actix_web::rt::spawn(async move {
-            lifecycle::shutdown_signal().await;
+            signals.next().await;
             let deadline = tokio::time::Instant::now() + shutdown_timeout;
             log::info!(
                 "shutting down: closing {} WebSocket connections (up to {shutdown_timeout:?})",
@@ -187,8 +190,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             // Not ready, and no new connections; kept-alive ones still see readiness 503.
             state.start_draining();
             handle.pause().await;
-            actix_web::rt::spawn(async {
-                lifecycle::shutdown_signal().await;
+            actix_web::rt::spawn(async move {
+                signals.next().await;
                 log::warn!("second signal: exiting now");
                 std::process::exit(1);
             });
