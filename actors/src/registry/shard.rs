@@ -164,10 +164,10 @@ impl ShardCore {
             return 0;
         };
         let reached = members
-            .values()
-            .filter(|outbox| match outbox.send_deferred(frame.clone()) {
+            .iter()
+            .filter(|(id, outbox)| match outbox.send_deferred(frame.clone()) {
                 (Delivery::Queued, Wake::Needed) => {
-                    self.flush.add(outbox);
+                    self.flush.add(**id, outbox);
                     true
                 }
                 (delivery, _) => delivery == Delivery::Queued,
