@@ -75,10 +75,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "5", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
-    /// Under load, a worker writes broadcasts to each socket at most once per this window, so
-    /// that the messages arriving within it share one write (a broadcast after a quiet window
-    /// goes out at once). 0 writes after every turn of the worker's event loop.
-    #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "5ms", value_parser = parse_duration)]
+    /// Under load, a worker writes broadcasts to each socket once per this window, so that the
+    /// messages arriving within it share one write (a broadcast after a quiet window goes out at
+    /// once). 0 writes after every turn of the worker's event loop.
+    #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "10ms", value_parser = parse_duration)]
     pub write_coalesce: Duration,
 
     /// dumb-increment-protocol: interval between counter messages.

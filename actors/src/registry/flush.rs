@@ -16,6 +16,11 @@
 //! thousand writes (and the peers through a thousand reads) at once, and the last of them would
 //! wait for all the others: that wait was most of the p99 latency at 1,000 messages/s to 1,000
 //! members. In slots, the same writes are spread evenly over the window.
+//!
+//! The window trades waiting against writes: each write costs both ends the same kernel work
+//! whatever it carries, so a shorter window means more of them. On two cores shared with the
+//! load client, at 200 to 1,000 messages/s to 1,000 members, 10 ms (the default) had the lowest
+//! p99 among 5 to 12 ms: about 12 ms, against 14 ms at 8 ms and 15 ms at 5 ms.
 
 use std::{
     cell::{Cell, RefCell},
