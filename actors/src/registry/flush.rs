@@ -62,7 +62,7 @@ impl Flush {
     /// Remembers a member whose writer is parked with a frame queued, and makes sure a pass of
     /// its slot is coming.
     pub(super) fn add(self: &Rc<Self>, id: SessionId, outbox: &Rc<Outbox>) {
-        let index = (id % self.slots.len() as u64) as usize;
+        let index = self.slot_of(id);
         let first = {
             let mut parked = self.slots[index].parked.borrow_mut();
             parked.push(outbox.clone());
@@ -71,6 +71,13 @@ impl Flush {
         if first {
             self.schedule(index);
         }
+    }
+
+    /// The member's slot. Ids are handed out in turn to all workers, so one worker's ids can
+    /// share a pattern (with two workers, all even or all odd): they are hashed first.
+    fn slot_of(&self, id: SessionId) -> usize {
+        let hash = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        (hash % self.slots.len() as u64) as usize
     }
 
     /// Runs the slot's pass after the current task (so this turn's other broadcasts join it),
@@ -168,6 +175,22 @@ mod tests {
         // A pass at 9 ms: half a window later is 11.5 ms: 12 ms.
         flush.slots[2].last_pass.set(Some(epoch + ms(9)));
         assert_eq!(flush.due(2, epoch + ms(10)), Some(epoch + ms(12)));
+    }
+
+    #[test]
+    fn one_workers_ids_fill_all_its_slots_evenly() {
+        let flush = Flush::new(ms(10));
+        let mut counts = [0usize; 10];
+        // With two workers taking turns, one of them gets every other id.
+        for id in (0..10_000u64).map(|n| 2 * n) {
+            counts[flush.slot_of(id)] += 1;
+        }
+        for (slot, count) in counts.iter().enumerate() {
+            assert!(
+                (800..=1200).contains(count),
+                "slot {slot} has {count} of 10,000: {counts:?}"
+            );
+        }
     }
 
     #[test]
