@@ -10,8 +10,9 @@
 //! write per window carrying everything that arrived in it, and no message waits more than a
 //! window once the load is steady.
 //!
-//! The members are spread over slots (by session id), one per millisecond of the window, and
-//! each slot's passes fall on its own grid: slot `i` of `n` is written at `i/n` of every window.
+//! The members are spread over slots (by a hash of their session id), one per millisecond of the
+//! window, and each slot's passes fall on its own grid: slot `i` of `n` is written at `i/n` of
+//! every window.
 //! Had every member been written in one pass per window, the whole machine would work through a
 //! thousand writes (and the peers through a thousand reads) at once, and the last of them would
 //! wait for all the others: that wait was most of the p99 latency at 1,000 messages/s to 1,000
