@@ -552,7 +552,20 @@ async fn subscriber(
 const MAX_FRAME: usize = 64 << 20;
 
 /// Handles the whole frames in the reader's buffer: records from data frames, pongs for pings.
+/// The latencies of the records read are kept whatever ends the read (a close frame, an error).
 async fn read_frames(
+    reader: &mut FrameReader,
+    records: &mut Records,
+    now: u64,
+    clock: &Clock,
+) -> Result<()> {
+    let handled = handle_frames(reader, records, now, clock).await;
+    common::thread_histograms::record(&records.latencies);
+    records.latencies.clear();
+    handled
+}
+
+async fn handle_frames(
     reader: &mut FrameReader,
     records: &mut Records,
     now: u64,
@@ -580,8 +593,6 @@ async fn read_frames(
         }
         reader.consume(frame);
     }
-    common::thread_histograms::record(&records.latencies);
-    records.latencies.clear();
     Ok(())
 }
 
