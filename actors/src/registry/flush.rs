@@ -12,11 +12,10 @@
 //!
 //! The members are spread over slots (by a hash of their session id), one per millisecond of the
 //! window, and each slot's passes fall on its own grid: slot `i` of `n` is written at `i/n` of
-//! every window.
-//! Had every member been written in one pass per window, the whole machine would work through a
-//! thousand writes (and the peers through a thousand reads) at once, and the last of them would
-//! wait for all the others: that wait was most of the p99 latency at 1,000 messages/s to 1,000
-//! members. In slots, the same writes are spread evenly over the window.
+//! every window. Had every member been written in one pass per window, the whole machine would
+//! work through a thousand writes (and the peers through a thousand reads) at once, and the last
+//! of them would wait for all the others: that wait was most of the p99 latency at 1,000
+//! messages/s to 1,000 members. In slots, the same writes are spread evenly over the window.
 //!
 //! The window trades waiting against writes: each write costs both ends the same kernel work
 //! whatever it carries, so a shorter window means more of them. On two cores shared with the
