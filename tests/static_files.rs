@@ -479,6 +479,85 @@ async fn if_modified_since_answers_304_when_if_none_match_is_absent() {
     assert_eq!(both.status(), StatusCode::OK);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn if_match_and_if_unmodified_since_answer_412_before_any_other_rule() {
+    let f = Fixture::new("preconditions");
+    let first = f.get("/data.bin", &[]).await;
+    let etag = header_value(first.headers(), "etag").to_owned();
+    let last_modified = header_value(first.headers(), "last-modified").to_owned();
+    let earlier = httpdate::fmt_http_date(fixture_mtime() - Duration::from_secs(60));
+
+    // The current version: served as usual, ranges included.
+    let list = format!("\"other\", {etag}");
+    for value in [etag.as_str(), list.as_str(), "*"] {
+        let ranged = Reply::read(
+            f.get("/data.bin", &[("If-Match", value), ("Range", "bytes=0-9")])
+                .await,
+        )
+        .await;
+        assert_eq!(
+            ranged.status,
+            StatusCode::PARTIAL_CONTENT,
+            "If-Match: {value}"
+        );
+        assert_eq!(ranged.body.len(), 10);
+    }
+    let unchanged = f
+        .get("/data.bin", &[("If-Unmodified-Since", &last_modified)])
+        .await;
+    assert_eq!(unchanged.status(), StatusCode::OK);
+
+    // Another version, a weak tag (If-Match compares strongly), or a file changed since the
+    // date: 412, on GET, HEAD and ranges alike, with the current validators.
+    let weak = format!("W/{etag}");
+    for (name, value) in [
+        ("If-Match", "\"1-2\""),
+        ("If-Match", weak.as_str()),
+        ("If-Unmodified-Since", earlier.as_str()),
+    ] {
+        for (method, range) in [
+            (Method::GET, None),
+            (Method::HEAD, None),
+            (Method::GET, Some("bytes=0-9")),
+        ] {
+            let mut headers = vec![(name, value)];
+            headers.extend(range.map(|range| ("Range", range)));
+            let reply = Reply::read(f.request(method.clone(), "/data.bin", &headers).await).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::PRECONDITION_FAILED,
+                "{method} {name}: {value} {range:?}"
+            );
+            assert_eq!(reply.header("etag"), etag);
+            if method == Method::GET {
+                assert!(String::from_utf8_lossy(&reply.body).contains("precondition failed"));
+            }
+        }
+    }
+
+    // RFC 9110 §13.2.2: If-Match decides over If-Unmodified-Since, and both come before
+    // If-None-Match (a 412 wins over a 304).
+    let matching_tag = f
+        .get(
+            "/data.bin",
+            &[("If-Match", &etag), ("If-Unmodified-Since", &earlier)],
+        )
+        .await;
+    assert_eq!(matching_tag.status(), StatusCode::OK);
+    let failed_first = f
+        .get(
+            "/data.bin",
+            &[("If-Match", "\"1-2\""), ("If-None-Match", &etag)],
+        )
+        .await;
+    assert_eq!(failed_first.status(), StatusCode::PRECONDITION_FAILED);
+    // A date that is not a date is ignored.
+    let garbage = f
+        .get("/data.bin", &[("If-Unmodified-Since", "yesterday")])
+        .await;
+    assert_eq!(garbage.status(), StatusCode::OK);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ranges
 

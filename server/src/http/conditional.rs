@@ -1,5 +1,6 @@
 //! RFC 7232 validators (ETag, Last-Modified) and the conditional headers that use them:
-//! `If-None-Match` / `If-Modified-Since` (→ 304) and `If-Range` (RFC 7233 §3.2).
+//! `If-Match` / `If-Unmodified-Since` (→ 412), `If-None-Match` / `If-Modified-Since` (→ 304) and
+//! `If-Range` (RFC 7233 §3.2), evaluated in the order of RFC 9110 §13.2.2.
 
 use std::{
     os::unix::fs::MetadataExt,
@@ -41,6 +42,25 @@ impl Validators {
     /// The `Last-Modified` header value.
     pub fn last_modified_header(&self) -> String {
         httpdate::fmt_http_date(self.last_modified)
+    }
+}
+
+/// Whether a request must be answered 412 Precondition Failed (RFC 9110 §13.2.2, steps 1 and 2):
+/// If-Match decides when present (strong comparison; `*` matches any existing file); otherwise
+/// If-Unmodified-Since, ignored when it is not a valid HTTP-date. Evaluated before the 304 rules.
+pub fn precondition_failed(headers: &HeaderMap, validators: &Validators) -> bool {
+    let mut if_match = headers.get_all(header::IF_MATCH).peekable();
+    if if_match.peek().is_some() {
+        let matched = if_match.any(|value| {
+            value.to_str().is_ok_and(|list| {
+                list.trim() == "*" || entity_tags(list).any(|tag| tag == validators.etag)
+            })
+        });
+        return !matched;
+    }
+    match single_date(headers, &header::IF_UNMODIFIED_SINCE) {
+        Some(since) => validators.last_modified > since,
+        None => false,
     }
 }
 
@@ -174,6 +194,57 @@ mod tests {
             &v
         ));
         assert!(not_modified(&headers(&[(ims, late)]), &v));
+    }
+
+    #[test]
+    fn if_match_uses_strong_comparison_and_decides_before_the_date() {
+        let v = validators();
+        let im = header::IF_MATCH;
+        assert!(!precondition_failed(
+            &headers(&[(im.clone(), r#""a-b""#)]),
+            &v
+        ));
+        assert!(!precondition_failed(
+            &headers(&[(im.clone(), r#""z", "a-b""#)]),
+            &v
+        ));
+        assert!(!precondition_failed(&headers(&[(im.clone(), "*")]), &v));
+        assert!(precondition_failed(
+            &headers(&[(im.clone(), r#"W/"a-b""#)]),
+            &v
+        ));
+        assert!(precondition_failed(
+            &headers(&[(im.clone(), r#""old""#)]),
+            &v
+        ));
+        assert!(precondition_failed(
+            &headers(&[(im.clone(), "garbage")]),
+            &v
+        ));
+        // If-Match present and matching: If-Unmodified-Since is not consulted.
+        let ius = header::IF_UNMODIFIED_SINCE;
+        let early = "Thu, 01 Jan 1970 00:00:01 GMT";
+        assert!(!precondition_failed(
+            &headers(&[(im, r#""a-b""#), (ius.clone(), early)]),
+            &v
+        ));
+        assert!(precondition_failed(&headers(&[(ius, early)]), &v));
+    }
+
+    #[test]
+    fn if_unmodified_since() {
+        let v = validators();
+        let ius = header::IF_UNMODIFIED_SINCE;
+        let exact = v.last_modified_header();
+        assert!(!precondition_failed(&headers(&[(ius.clone(), &exact)]), &v));
+        let earlier = httpdate::fmt_http_date(v.last_modified - Duration::from_secs(1));
+        assert!(precondition_failed(
+            &headers(&[(ius.clone(), &earlier)]),
+            &v
+        ));
+        // Not a date: ignored.
+        assert!(!precondition_failed(&headers(&[(ius, "yesterday")]), &v));
+        assert!(!precondition_failed(&HeaderMap::new(), &v));
     }
 
     #[test]

@@ -23,8 +23,8 @@ use switchboard_actors::{metrics::METRICS, protocols, registry::broker::broker};
 use crate::state::ServerState;
 
 /// Status codes counted one by one; any other is counted as "other".
-const COUNTED_STATUSES: [u16; 18] = [
-    101, 200, 204, 206, 301, 304, 400, 403, 404, 405, 408, 413, 416, 426, 431, 500, 503, 505,
+const COUNTED_STATUSES: [u16; 19] = [
+    101, 200, 204, 206, 301, 304, 400, 403, 404, 405, 408, 412, 413, 416, 426, 431, 500, 503, 505,
 ];
 
 static HTTP_RESPONSES: [AtomicU64; COUNTED_STATUSES.len() + 1] =

@@ -204,7 +204,7 @@ fn find(root: &Path, path: &RequestPath) -> Result<Target, StaticError> {
     }))
 }
 
-/// Builds the response for an open file: 304, 200, 206 or 416.
+/// Builds the response for an open file: 412, 304, 200, 206 or 416.
 fn respond(
     req: &HttpRequest,
     files: &StaticFiles,
@@ -221,6 +221,13 @@ fn respond(
         }
     };
 
+    if conditional::precondition_failed(req.headers(), &validators) {
+        let mut response = HttpResponse::PreconditionFailed();
+        validator_headers(&mut response);
+        return Ok(response
+            .content_type("text/plain; charset=utf-8")
+            .body("precondition failed: the file is not the version named by If-Match or If-Unmodified-Since\n"));
+    }
     if conditional::not_modified(req.headers(), &validators) {
         let mut response = HttpResponse::NotModified();
         validator_headers(&mut response);

@@ -32,7 +32,7 @@ use super::{
     wire::Event,
 };
 use crate::{
-    registry::broker::{node_id, ChatLog, ChatLogError, FeedEvent, RoomFeed, RoomLog},
+    registry::broker::{node_id, ChatLog, ChatLogError, FeedEvent, RoomFeed, RoomLog, Saying},
     SessionId,
 };
 
@@ -46,6 +46,10 @@ pub struct Cluster {
     feeds: HashMap<String, Feed>,
     /// Joins being answered, by room and connection.
     answers: HashMap<(String, SessionId), Answer>,
+    /// Messages waiting for the batch being sent to the log, with their senders.
+    says: Vec<(Option<SessionId>, Saying)>,
+    /// Whether a batch of messages is on its way to the log.
+    saying: bool,
 }
 
 /// A join waiting for the log's members and for the joiner's presence event.
@@ -80,6 +84,8 @@ impl Cluster {
             history,
             feeds: HashMap::new(),
             answers: HashMap::new(),
+            says: Vec::new(),
+            saying: false,
         }
     }
 
@@ -203,12 +209,13 @@ impl ChatRooms {
                 if !self.cluster_mut().local_members_contains(&room, conn) {
                     return;
                 }
-                let saying = self.cluster_mut().log.say(&room, &nick, &text, now_ms());
-                ctx.spawn(saying.into_actor(self).map(move |said, _, _| {
-                    if let Err(error) = said {
-                        reply(conn, Event::error(&unavailable(&error)));
-                    }
-                }));
+                let saying = Saying {
+                    room,
+                    nick,
+                    text,
+                    ts: now_ms(),
+                };
+                self.queue_say(Some(conn), saying, ctx);
             }
             ToRooms::Leave { conn, room } => {
                 self.forget_member(conn, &room);
@@ -353,17 +360,57 @@ impl ChatRooms {
         &mut self,
         room: &str,
         text: &str,
+        ctx: &mut Context<ChatRooms>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send>> {
-        let cluster = self.cluster_mut();
-        let reached = cluster.local_members(room);
-        let saying = cluster.log.say(room, ANNOUNCER, text, now_ms());
-        let room = room.to_owned();
-        actix::spawn(async move {
-            if let Err(error) = saying.await {
-                log::warn!("publish to chat room {room}: {error}");
-            }
-        });
+        let reached = self.cluster_mut().local_members(room);
+        let saying = Saying {
+            room: room.to_owned(),
+            nick: ANNOUNCER.to_owned(),
+            text: text.to_owned(),
+            ts: now_ms(),
+        };
+        self.queue_say(None, saying, ctx);
         Box::pin(std::future::ready(reached))
+    }
+
+    /// Messages go to the log in the order they were said: one batch at a time, each batch
+    /// every message queued meanwhile, in one pipeline. So a sender's messages get increasing
+    /// ids, and batches grow with the load. A failed batch is refused to each of its senders
+    /// (`unavailable`); announcements (no sender) are logged.
+    fn queue_say(
+        &mut self,
+        sender: Option<SessionId>,
+        saying: Saying,
+        ctx: &mut Context<ChatRooms>,
+    ) {
+        let cluster = self.cluster_mut();
+        cluster.says.push((sender, saying));
+        if !cluster.saying {
+            self.send_says(ctx);
+        }
+    }
+
+    fn send_says(&mut self, ctx: &mut Context<ChatRooms>) {
+        let cluster = self.cluster_mut();
+        let batch = std::mem::take(&mut cluster.says);
+        cluster.saying = !batch.is_empty();
+        if batch.is_empty() {
+            return;
+        }
+        let (senders, messages): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let rooms: Vec<String> = messages.iter().map(|m| m.room.clone()).collect();
+        let said = cluster.log.say(messages);
+        ctx.spawn(said.into_actor(self).map(move |said, chat, ctx| {
+            if let Err(error) = said {
+                for (sender, room) in senders.into_iter().zip(rooms) {
+                    match sender {
+                        Some(conn) => reply(conn, Event::error(&unavailable(&error))),
+                        None => log::warn!("publish to chat room {room}: {error}"),
+                    }
+                }
+            }
+            chat.send_says(ctx);
+        }));
     }
 
     /// A room's snapshot is in: the copy starts (or catches up) from it.

@@ -159,9 +159,9 @@ type Reach = Pin<Box<dyn Future<Output = usize> + Send>>;
 impl Handler<Announce> for ChatRooms {
     type Result = MessageResult<Announce>;
 
-    fn handle(&mut self, announce: Announce, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, announce: Announce, ctx: &mut Context<Self>) -> Self::Result {
         if self.cluster.is_some() {
-            return MessageResult(self.cluster_announce(&announce.room, &announce.text));
+            return MessageResult(self.cluster_announce(&announce.room, &announce.text, ctx));
         }
         let Some(state) = self.rooms.get_mut(&announce.room) else {
             let nobody: Reach = Box::pin(std::future::ready(0));

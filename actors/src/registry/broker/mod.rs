@@ -79,6 +79,16 @@ pub struct RoomLog {
     pub members: Vec<String>,
 }
 
+/// A chat message to be stamped by the log.
+#[derive(Debug, Clone)]
+pub struct Saying {
+    pub room: String,
+    pub nick: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
 /// A chat member's name in the log: `node/connection`, unique in the cluster.
 pub fn member_name(node: &str, conn: crate::SessionId) -> String {
     format!("{node}/{conn}")
@@ -87,9 +97,10 @@ pub fn member_name(node: &str, conn: crate::SessionId) -> String {
 /// The cluster-wide chat rooms: ids, history and members kept in the broker, events carried to
 /// every node that watches the room. Each operation is one atomic step in the broker.
 pub trait ChatLog: Send + Sync + 'static {
-    /// Stamps the next id of the room, keeps the message and sends it to every node watching
-    /// the room; resolves to the id.
-    fn say(&self, room: &str, nick: &str, text: &str, ts: u64) -> ChatFuture<u64>;
+    /// For each message in turn: stamps the next id of its room, keeps it and sends it to every
+    /// node watching the room; resolves to the ids. The messages reach the log in the order
+    /// given (one pipeline), so one sender's messages get increasing ids.
+    fn say(&self, messages: Vec<Saying>) -> ChatFuture<Vec<u64>>;
     /// Adds a member (a presence `join` event goes to the room); resolves to the members.
     fn join(&self, room: &str, conn: crate::SessionId, nick: &str) -> ChatFuture<Vec<String>>;
     /// Removes a member (a presence `leave` event goes to the room, if it was one).

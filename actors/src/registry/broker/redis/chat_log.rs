@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{link::Route, scripts, Command, RedisSettings, SharedConnection, Stats};
 use crate::{
-    registry::broker::{member_name, ChatFuture, ChatLog, ChatLogError, RoomFeed, RoomLog},
+    registry::broker::{member_name, ChatFuture, ChatLog, ChatLogError, RoomFeed, RoomLog, Saying},
     SessionId,
 };
 
@@ -47,16 +47,10 @@ impl RedisChatLog {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> ChatFuture<T> {
-        let connection: Option<MultiplexedConnection> = self
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let connection = self.current();
         let stats = self.stats.clone();
         Box::pin(async move {
-            let Some(mut conn) = connection else {
-                return Err(ChatLogError::Unavailable);
-            };
+            let mut conn = connection.ok_or(ChatLogError::Unavailable)?;
             let mut invocation = script.prepare_invoke();
             for key in &keys {
                 invocation.key(key);
@@ -64,15 +58,29 @@ impl RedisChatLog {
             for arg in &args {
                 invocation.arg(arg);
             }
-            invocation.invoke_async(&mut conn).await.map_err(|err| {
-                stats.failed(&format!("chat: {err}"));
-                if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() {
-                    ChatLogError::Unavailable
-                } else {
-                    ChatLogError::Broker(err.to_string())
-                }
-            })
+            invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|err| failure(&stats, err))
         })
+    }
+
+    /// The command connection of the moment, if the broker is connected.
+    fn current(&self) -> Option<MultiplexedConnection> {
+        self.connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Counts a failed step and says whether the broker was unreachable or refused it.
+fn failure(stats: &Stats, err: redis::RedisError) -> ChatLogError {
+    stats.failed(&format!("chat: {err}"));
+    if err.is_timeout() || err.is_io_error() || err.is_connection_dropped() {
+        ChatLogError::Unavailable
+    } else {
+        ChatLogError::Broker(err.to_string())
     }
 }
 
@@ -89,21 +97,34 @@ fn presence(room: &str, event: &str, nick: &str) -> String {
 }
 
 impl ChatLog for RedisChatLog {
-    fn say(&self, room: &str, nick: &str, text: &str, ts: u64) -> ChatFuture<u64> {
-        self.run(
-            &scripts::SAY,
-            vec![scripts::chat_meta(room), scripts::chat_stream(room)],
-            vec![
-                crate::registry::broker::new_epoch(),
-                self.history.to_string(),
-                json(room),
-                json(nick),
-                json(text),
-                ts.to_string(),
-                ROOM_TTL_MS.to_string(),
-                scripts::chat_channel(room),
-            ],
-        )
+    fn say(&self, messages: Vec<Saying>) -> ChatFuture<Vec<u64>> {
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts::SAY).ignore();
+        let epoch = crate::registry::broker::new_epoch();
+        for message in &messages {
+            let room = &message.room;
+            let mut invocation = scripts::SAY.prepare_invoke();
+            invocation
+                .key(scripts::chat_meta(room))
+                .key(scripts::chat_stream(room))
+                .arg(&epoch)
+                .arg(self.history)
+                .arg(json(room))
+                .arg(json(&message.nick))
+                .arg(json(&message.text))
+                .arg(message.ts)
+                .arg(ROOM_TTL_MS)
+                .arg(scripts::chat_channel(room));
+            pipe.invoke_script(&invocation);
+        }
+        let connection = self.current();
+        let stats = self.stats.clone();
+        Box::pin(async move {
+            let mut conn = connection.ok_or(ChatLogError::Unavailable)?;
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|err| failure(&stats, err))
+        })
     }
 
     fn join(&self, room: &str, conn: SessionId, nick: &str) -> ChatFuture<Vec<String>> {
