@@ -4,6 +4,7 @@
 
 pub mod raw_http;
 pub mod raw_ws;
+pub mod redis;
 pub mod ws_client;
 
 use std::{
