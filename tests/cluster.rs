@@ -434,6 +434,10 @@ async fn chat_ids_are_gapless_and_ordered_with_senders_on_every_node() {
                 "consecutive, no duplicate, the same for everyone"
             );
             let mut next_k = [0; NODES];
+            let sequence: Vec<String> = received
+                .iter()
+                .map(|(id, text, _)| format!("{id}={text}"))
+                .collect();
             for (id, text, message_epoch) in received {
                 assert_eq!(message_epoch, epoch, "one epoch");
                 assert_eq!(
@@ -443,7 +447,12 @@ async fn chat_ids_are_gapless_and_ordered_with_senders_on_every_node() {
                 );
                 let (sender, k) = text.split_once(':').unwrap();
                 let sender: usize = sender.parse().unwrap();
-                assert_eq!(k.parse::<usize>().unwrap(), next_k[sender], "sender order");
+                assert_eq!(
+                    k.parse::<usize>().unwrap(),
+                    next_k[sender],
+                    "node{}'s messages in the order sent (received as id=node:k: {sequence:?})",
+                    sender + 1
+                );
                 next_k[sender] += 1;
             }
         }
