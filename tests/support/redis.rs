@@ -332,6 +332,19 @@ impl Redis {
         (subscriptions, ports.len())
     }
 
+    /// Closes, from the Redis side, every connection that the process `pid` has to this Redis
+    /// (`CLIENT KILL ADDR`); returns how many were closed.
+    pub fn kill_connections_of(&self, pid: u32) -> usize {
+        connections_to(pid, self.port)
+            .into_iter()
+            .filter(|port| {
+                let addr = format!("127.0.0.1:{port}");
+                // The filter form answers the number of connections closed.
+                self.command(&["CLIENT", "KILL", "ADDR", &addr]) == Ok(Resp::Int(1))
+            })
+            .count()
+    }
+
     /// Channels with at least one subscriber, plain and sharded (`PUBSUB CHANNELS` and
     /// `PUBSUB SHARDCHANNELS`).
     pub fn channels(&self) -> Vec<String> {
