@@ -104,6 +104,19 @@ pub async fn broker_status(server: &Server) -> Value {
     broker
 }
 
+/// The value of an unlabelled sample (e.g. `switchboard_broker_connected`, or a counter's
+/// `..._total`) in the node's `/metrics`; `None` if it is not there.
+pub async fn metric(server: &Server, sample: &str) -> Option<f64> {
+    let (code, text) = get(&server.http_url("/metrics")).await;
+    assert_eq!(code, 200, "/metrics");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.split_once(' ')?;
+            (name == sample).then(|| value.split_whitespace().next()?.parse().ok())?
+        })
+}
+
 /// A counter of the `broker` object (it must be a number).
 pub fn counter(broker: &Value, field: &str) -> u64 {
     broker[field]
