@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use support::{
     chat_client::{id, sorted_members, texts, ChatClient, ANSWER},
     cluster::{
-        bounded, broker_status, counter, get, poll, serial, start_node, status, Cluster,
+        bounded, broker_status, counter, get, metric, poll, serial, start_node, status, Cluster,
         CHECK_INTERVAL, PRESENCE_TTL, RECONNECT,
     },
     redis::{command_within, free_port, read_reply, redis_server_or_skip, Redis, Resp},
@@ -462,7 +462,7 @@ async fn chat_ids_are_gapless_and_ordered_with_senders_on_every_node() {
 
 /// A client sees messages on node 1, drops, more is said on nodes 2 and 3, and it rejoins on
 /// node 2 with `since` + `epoch`: `recovered: true` and exactly the missed messages, then live
-/// ones right after.
+/// ones right after, including one a backend publishes on node 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
     let _serial = serial().await;
@@ -470,7 +470,7 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
         return;
     };
     bounded(Duration::from_secs(90), async {
-        let cluster = Cluster::start(redis, NODES, &[]).await;
+        let cluster = Cluster::start(redis, NODES, &["--api-token", TOKEN]).await;
         let mut ann = ChatClient::connect(cluster.nodes[0].addr).await;
         let mut bob = ChatClient::connect(cluster.nodes[1].addr).await;
         let mut cy = ChatClient::connect(cluster.nodes[2].addr).await;
@@ -538,6 +538,9 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
             (id(&live), live["text"].as_str()),
             (last_seen + 4, Some("four"))
         );
+        for other in [&mut bob, &mut cy] {
+            assert_eq!(other.next_message("r").await["text"], "four");
+        }
 
         // Up to date on node 3: recovered, nothing to replay.
         let mut dee = ChatClient::connect(cluster.nodes[2].addr).await;
@@ -549,11 +552,37 @@ async fn a_client_recovers_on_another_node_exactly_what_it_missed() {
             .await;
         assert_eq!(joined["recovered"], true, "{joined}");
         assert_eq!(joined["history"], json!([]));
+
+        // A backend's publish on node 1 (no member there now) is the room's next message
+        // everywhere.
+        let (code, answer) = publish(
+            &cluster.nodes[0],
+            json!({"protocol": "chat", "room": "r", "message": "from the backend"}),
+        )
+        .await;
+        assert_eq!(code, 200, "{answer}");
+        for (client, name) in [
+            (&mut ann, "ann"),
+            (&mut bob, "bob"),
+            (&mut cy, "cy"),
+            (&mut dee, "dee"),
+        ] {
+            let message = client.next_message("r").await;
+            assert_eq!(
+                (
+                    id(&message),
+                    message["nick"].as_str(),
+                    message["text"].as_str()
+                ),
+                (last_seen + 5, Some("server"), Some("from the backend")),
+                "{name}: {message}"
+            );
+        }
     })
     .await;
 }
 
-/// `joined.members` and presence events cover all nodes; a node killed with SIGKILL has its
+/// `joined.members`, presence and nick events cover all nodes; a node killed with SIGKILL has its
 /// members leave on the others (presence leave events) within the presence TTL plus a check
 /// period, and later joiners no longer see them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,6 +615,14 @@ async fn presence_spans_the_nodes_and_a_killed_nodes_members_leave_within_the_tt
                 Some(json!({"type": "presence", "room": "hall", "event": "join", "nick": "cy"}))
             );
         }
+        // A nick change on node 2 reaches the members on nodes 1 and 3.
+        bob.send(json!({"type": "nick", "nick": "bobby"})).await;
+        for other in [&mut ann, &mut cy] {
+            assert_eq!(
+                other.next_in_room_within("nick", "hall", ANSWER).await,
+                Some(json!({"type": "nick", "room": "hall", "old": "bob", "new": "bobby"}))
+            );
+        }
 
         // Node 3 dies without a word.
         let killed = Instant::now();
@@ -611,7 +648,7 @@ async fn presence_spans_the_nodes_and_a_killed_nodes_members_leave_within_the_tt
         let mut dan = ChatClient::connect(cluster.nodes[0].addr).await;
         assert_eq!(
             sorted_members(&dan.join("hall", "dan").await),
-            ["ann", "bob", "dan"]
+            ["ann", "bobby", "dan"]
         );
     })
     .await;
@@ -755,6 +792,11 @@ async fn a_broker_killed_mid_stream_is_survived_and_reconnected_to() {
                 index + 1
             );
         }
+        assert_eq!(
+            metric(&cluster.nodes[0], "switchboard_broker_connected").await,
+            Some(0.0),
+            "/metrics shows the broker disconnected"
+        );
         let down = cluster.broker_statuses().await;
         for (index, broker) in down.iter().flatten().enumerate() {
             assert!(
@@ -828,6 +870,17 @@ async fn a_broker_killed_mid_stream_is_survived_and_reconnected_to() {
         println!(
             "all nodes reconnected and resubscribed {:?} after the broker came back",
             back.elapsed()
+        );
+
+        assert_eq!(
+            metric(&cluster.nodes[0], "switchboard_broker_connected").await,
+            Some(1.0),
+            "/metrics shows the broker connected again"
+        );
+        let reconnects = metric(&cluster.nodes[0], "switchboard_broker_reconnects_total").await;
+        assert!(
+            reconnects.is_some_and(|count| count >= 1.0),
+            "/metrics counts the reconnect: {reconnects:?}"
         );
 
         // Broadcasts cross nodes again.
@@ -971,6 +1024,134 @@ async fn a_deaf_broker_is_noticed_and_recovered_from() {
                 assert_eq!(next_text(member).await, text, "member on node{}", index + 1);
             }
         }
+    })
+    .await;
+}
+
+/// Freezes node `node` (SIGSTOP), has Redis close its connections meanwhile (as a network blip
+/// would), lets `speaker` (on another node) say `count` messages in `room`, then thaws the node
+/// and waits until it has reconnected. Returns the ids and texts said.
+async fn say_while_cut_off(
+    cluster: &Cluster,
+    node: usize,
+    speaker: &mut ChatClient,
+    room: &str,
+    prefix: &str,
+    count: u64,
+) -> Vec<(u64, String)> {
+    let server = &cluster.nodes[node];
+    let reconnects = counter(&broker_status(server).await, "reconnects");
+    server.signal(libc::SIGSTOP);
+    let closed = cluster.redis.kill_connections_of(server.pid());
+    let mut said = Vec::new();
+    for n in 1..=count {
+        let text = format!("{prefix} {n}");
+        speaker.say(room, &text).await;
+        let message = speaker.next_message(room).await;
+        assert_eq!(message["text"], text);
+        said.push((id(&message), text));
+    }
+    server.signal(libc::SIGCONT);
+    assert!(closed > 0, "Redis closed node{}'s connections", node + 1);
+    poll(
+        RECONNECT,
+        &format!("node{} reconnects after being cut off", node + 1),
+        async || {
+            let broker = broker_status(server).await;
+            (broker["connected"] == true && counter(&broker, "reconnects") > reconnects)
+                .then_some(())
+        },
+    )
+    .await;
+    said
+}
+
+/// A node cut off from the broker for a moment (frozen, its connections closed meanwhile)
+/// catches its members up when it reconnects: the messages said elsewhere in the meantime come,
+/// in id order and with no gap, before newer ones. When the gap is longer than the history, the
+/// members are told (`history_lost` with the room) before any message past the gap, and a
+/// rejoin with `since` says `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_broker_catches_its_members_up() {
+    const HISTORY: u64 = 10;
+    let _serial = serial().await;
+    let Some(redis) = Redis::start_or_skip("cluster catching up") else {
+        return;
+    };
+    bounded(Duration::from_secs(90), async {
+        let history = HISTORY.to_string();
+        let cluster = Cluster::start(
+            redis,
+            NODES,
+            &["--history", &history, "--presence-ttl", "10s"],
+        )
+        .await;
+        let mut ann = ChatClient::connect(cluster.nodes[0].addr).await;
+        let mut cy = ChatClient::connect(cluster.nodes[2].addr).await;
+        ann.join("r", "ann").await;
+        cy.join("r", "cy").await;
+        ann.say("r", "warm-up").await;
+        ann.next_message("r").await;
+        let warm = cy.next_message("r").await;
+        let epoch = warm["epoch"].clone();
+        let mut last_seen = id(&warm);
+
+        // A gap the history holds: filled, in order, then live messages follow.
+        let said = say_while_cut_off(&cluster, 2, &mut ann, "r", "short", HISTORY / 2).await;
+        for (said_id, text) in &said {
+            let message = cy.next_message("r").await;
+            assert_eq!(
+                (id(&message), message["text"].as_str()),
+                (*said_id, Some(text.as_str())),
+                "node3's member gets what it missed, in order"
+            );
+            assert_eq!(message["epoch"], epoch);
+        }
+        last_seen = said.last().map_or(last_seen, |(said_id, _)| *said_id);
+        ann.say("r", "after the short gap").await;
+        let live = cy.next_message("r").await;
+        assert_eq!(
+            (id(&live), live["text"].as_str()),
+            (last_seen + 1, Some("after the short gap"))
+        );
+        last_seen += 1;
+        ann.next_message("r").await;
+
+        // A gap longer than the history: said so, never a silent gap.
+        let said = say_while_cut_off(&cluster, 2, &mut ann, "r", "long", HISTORY * 3).await;
+        let mut seen = last_seen;
+        loop {
+            let event = cy.next().await;
+            match event["type"].as_str() {
+                Some("message") if event["room"] == "r" => {
+                    assert_eq!(
+                        id(&event),
+                        seen + 1,
+                        "a message past a gap before any history_lost: {event}"
+                    );
+                    seen += 1;
+                }
+                Some("error") => {
+                    assert_eq!(event["code"], "history_lost", "{event}");
+                    assert_eq!(event["room"], "r", "{event}");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        cy.leave("r").await;
+        let joined = cy
+            .join_with(json!({
+                "type": "join", "room": "r", "nick": "cy", "since": last_seen, "epoch": epoch,
+            }))
+            .await;
+        assert_eq!(joined["recovered"], false, "{joined}");
+        let kept: Vec<&str> = said[said.len() - HISTORY as usize..]
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        assert_eq!(texts(&joined["history"]), kept, "{joined}");
+        assert_eq!(joined["last_id"], said.last().unwrap().0);
     })
     .await;
 }
