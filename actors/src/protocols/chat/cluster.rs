@@ -408,6 +408,11 @@ impl ChatRooms {
                 Vec::new()
             }
         };
+        // The snapshot is the log as it is: held messages of another epoch are gone for good.
+        if let FeedState::Live(copy) = &feed.state {
+            let epoch = copy.epoch();
+            feed.ahead.retain(|_, (held, _)| held == epoch);
+        }
         self.apply_ahead(room, ctx);
         for request in waiting {
             self.cluster_request(request, ctx);
