@@ -2,8 +2,11 @@
 //! the bound address from its log, and stop it (by PID) when the test ends.
 #![allow(dead_code)]
 
+pub mod chat_client;
+pub mod cluster;
 pub mod raw_http;
 pub mod raw_ws;
+pub mod redis;
 pub mod ws_client;
 
 use std::{
