@@ -1180,6 +1180,11 @@ async fn a_node_is_ready_only_once_its_broker_answers() {
         );
         let status = status(&node).await;
         assert_eq!(status["node_id"], "lonely", "{status}");
+        assert_eq!(
+            metric(&node, r#"switchboard_node{node_id="lonely"}"#).await,
+            Some(1.0),
+            "/metrics names the node"
+        );
         let broker = &status["broker"];
         assert_eq!(broker["connected"], false, "{status}");
         assert!(

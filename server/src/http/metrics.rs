@@ -18,7 +18,11 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
 };
-use switchboard_actors::{metrics::METRICS, protocols, registry::broker::broker};
+use switchboard_actors::{
+    metrics::METRICS,
+    protocols,
+    registry::broker::{broker, node_id},
+};
 
 use crate::state::ServerState;
 
@@ -227,6 +231,13 @@ impl Collector for SwitchboardCollector {
             "switchboard_file_descriptor_limit",
             "RLIMIT_NOFILE in force",
             self.state.fd_limit,
+        )?;
+        gauge_family(
+            e,
+            "switchboard_node",
+            "This node's id in the cluster (--node-id), as a label; the value is always 1",
+            "node_id",
+            [(node_id().to_owned(), 1)].into_iter(),
         )?;
         let Some(broker) = broker().status() else {
             return Ok(());
