@@ -2,8 +2,8 @@
 # Switchboard as a three-node cluster through one Redis, next to a single node, same loads in the
 # same run (loopback).
 #
-#   bench/cluster.sh            3 repetitions, 10 s measured per load (about 6 minutes)
-#   bench/cluster.sh --quick    1 repetition, 3 s per load (about 2 minutes)
+#   bench/cluster.sh            3 repetitions, 10 s measured per load (about 4 minutes)
+#   bench/cluster.sh --quick    1 repetition, 3 s per load (about 1 minute)
 #   bench/cluster.sh --reps 5   more repetitions
 #
 # Prints the machine, then a table of medians: deliveries/s, latency, loss, order, the Redis
