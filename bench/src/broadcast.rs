@@ -4,17 +4,23 @@
 //! only `;`. Subscribers concatenate whatever text arrives and split it on `;`, because
 //! libwebsockets' test server may split one message into two or join messages. Each subscriber
 //! checks that every publisher's sequence numbers only increase, and counts what it missed.
+//!
+//! Subscribers and publishers may be spread over several servers (the nodes of a cluster):
+//! `--subscriber-urls` and `--publisher-urls`, round-robin. A node of a cluster delivers another
+//! node's broadcasts only once its subscription to the instance is active, so before the clock
+//! starts the first publisher sends readiness records (`r<publisher> s<n> t<ns> xxx…;`, the same
+//! size) until every subscriber has received one. Those records are not counted anywhere else,
+//! and the warm-up and the measured window come after them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use futures_util::stream::{SplitSink, StreamExt};
+use anyhow::{bail, Context, Result};
+use futures_util::stream::{SplitSink, SplitStream, StreamExt};
 use futures_util::SinkExt;
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
@@ -56,21 +62,43 @@ pub struct BroadcastArgs {
     /// ... and in any case no longer than this many seconds after the last send
     #[arg(long, default_value_t = 30.0)]
     pub drain_max: f64,
+    /// Servers the subscribers connect to, round-robin (comma-separated ws:// URLs, loopback
+    /// only); default: --url
+    #[arg(long, value_delimiter = ',')]
+    pub subscriber_urls: Vec<String>,
+    /// Servers the publishers connect to, round-robin (comma-separated); default: --url. The
+    /// readiness records come from the first publisher.
+    #[arg(long, value_delimiter = ',')]
+    pub publisher_urls: Vec<String>,
+    /// Before the clock starts, wait at most this many seconds for every subscriber to receive a
+    /// readiness record (on a cluster: until every node's subscription is active)
+    #[arg(long, default_value_t = 10.0)]
+    pub ready_timeout: f64,
 }
 
 impl BroadcastArgs {
+    fn ready_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.ready_timeout.clamp(0.001, 3600.0))
+    }
+
     pub fn time_bound(&self, common: &Common) -> Duration {
         let n = self.subscribers + self.publishers;
         let batches = n.div_ceil(common.concurrency.max(1)) as u32;
         common.warmup()
             + common.duration()
             + Duration::from_secs_f64(self.drain_max.max(0.0))
+            + self.ready_timeout()
             + common.connect_timeout() * (batches + 1)
             + Duration::from_secs(15)
     }
 }
 
 struct Shared {
+    /// Subscribers that have received a first record (readiness or data).
+    ready: AtomicU64,
+    /// Set once every subscriber is ready (or waiting for that has failed); until then nothing
+    /// is measured.
+    clock: OnceLock<Clock>,
     /// Messages sent by all publishers so far.
     sent: AtomicU64,
     /// Per subscriber: messages accounted for (received, or skipped over by a later sequence
@@ -93,7 +121,10 @@ struct PubStats {
     error: Option<String>,
 }
 
+#[derive(Default)]
 struct SubStats {
+    /// Readiness records received (not counted in `records`).
+    ready_records: u64,
     records: u64,
     measured: u64,
     in_window: u64,
@@ -106,7 +137,7 @@ struct SubStats {
     sample: Option<String>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Clock {
     warm_end_ns: u64,
     end_ns: u64,
@@ -115,6 +146,84 @@ struct Clock {
     drain_end: Instant,
     /// Quiet time after which a subscriber stops waiting once publishing is over.
     drain_idle_ns: u64,
+}
+
+impl Clock {
+    fn window(&self) -> Window {
+        Window {
+            warm_end_ns: self.warm_end_ns,
+            end_ns: self.end_ns,
+        }
+    }
+}
+
+/// The part of the clock a subscriber needs for each record.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Records sent from here on are measured (latency, loss).
+    warm_end_ns: u64,
+    /// Records received before this count towards deliveries/s.
+    end_ns: u64,
+}
+
+impl Window {
+    /// Before the clock is set: nothing is measured.
+    const NOT_YET: Window = Window {
+        warm_end_ns: u64::MAX,
+        end_ns: u64::MAX,
+    };
+}
+
+impl SubStats {
+    fn add(&mut self, other: &SubStats) {
+        self.ready_records += other.ready_records;
+        self.records += other.records;
+        self.measured += other.measured;
+        self.in_window += other.in_window;
+        self.order_violations += other.order_violations;
+        self.gaps += other.gaps;
+        self.malformed += other.malformed;
+        self.wrong_size += other.wrong_size;
+    }
+}
+
+/// Parses the URLs (default: `fallback`), each with `?mirror=NAME` added.
+fn targets(urls: &[String], fallback: &str, mirror: &str) -> Result<Vec<Target>> {
+    let urls: Vec<&str> = if urls.is_empty() {
+        vec![fallback]
+    } else {
+        urls.iter().map(String::as_str).collect()
+    };
+    urls.into_iter()
+        .map(|url| Ok(Target::parse(url.trim())?.with_query("mirror", mirror)))
+        .collect()
+}
+
+/// Opens `n` connections, connection `i` to `targets[i % targets.len()]`, returned in that order.
+async fn connect_spread(
+    targets: &[Target],
+    n: usize,
+    protocol: Option<&str>,
+    common: &Common,
+    config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
+) -> Result<Vec<Ws>> {
+    let mut per_target = Vec::new();
+    for (g, target) in targets.iter().enumerate() {
+        let count = (g..n).step_by(targets.len()).count();
+        let conns = common::connect_many(
+            target,
+            protocol,
+            count,
+            common.concurrency,
+            config,
+            common.connect_timeout(),
+        )
+        .await?;
+        per_target.push(conns.into_iter());
+    }
+    Ok((0..n)
+        .filter_map(|i| per_target[i % targets.len()].next())
+        .collect())
 }
 
 pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
@@ -138,30 +247,18 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         .mirror
         .clone()
         .unwrap_or_else(|| format!("bench{}", std::process::id()));
-    let target = Target::parse(&common.url)?.with_query("mirror", &mirror);
+    let sub_targets = targets(&args.subscriber_urls, &common.url, &mirror)?;
+    let pub_targets = targets(&args.publisher_urls, &common.url, &mirror)?;
     let protocol = common::protocol_option(&args.protocol);
     let config = common::ws_config(8 * 1024);
 
-    let subs = common::connect_many(
-        &target,
-        protocol,
-        args.subscribers,
-        common.concurrency,
-        config,
-        common.connect_timeout(),
-    )
-    .await?;
-    let pubs = common::connect_many(
-        &target,
-        protocol,
-        args.publishers,
-        common.concurrency,
-        config,
-        common.connect_timeout(),
-    )
-    .await?;
+    // Subscribers first: they must be members before anything is published.
+    let subs = connect_spread(&sub_targets, args.subscribers, protocol, common, config).await?;
+    let pubs = connect_spread(&pub_targets, args.publishers, protocol, common, config).await?;
 
     let shared = Arc::new(Shared {
+        ready: AtomicU64::new(0),
+        clock: OnceLock::new(),
         sent: AtomicU64::new(0),
         progress: (0..args.subscribers).map(|_| AtomicU64::new(0)).collect(),
         min_progress: AtomicU64::new(if args.subscribers == 0 { u64::MAX } else { 0 }),
@@ -170,8 +267,41 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         caught_up: Notify::new(),
         own_copies: Arc::new(AtomicU64::new(0)),
     });
-    // Let the server finish registering the members before the clock starts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready_start = Instant::now();
+    let ready_deadline = ready_start + args.ready_timeout();
+
+    let mut sub_tasks = Vec::new();
+    for (i, ws) in subs.into_iter().enumerate() {
+        let shared = shared.clone();
+        let (publishers, size) = (args.publishers, args.size);
+        let group = i % sub_targets.len();
+        sub_tasks.push(tokio::spawn(subscriber(
+            i,
+            group,
+            ws,
+            shared,
+            publishers,
+            size,
+            ready_deadline,
+        )));
+    }
+    let watcher = tokio::spawn(watch_progress(shared.clone()));
+    // The publishers are members too: each drains its own copies so that the server never sees
+    // it as a slow consumer.
+    let mut sinks = Vec::new();
+    let mut readers = Vec::new();
+    for ws in pubs {
+        let (sink, stream) = ws.split();
+        sinks.push(sink);
+        readers.push(tokio::spawn(drain_own_copies(
+            stream,
+            shared.own_copies.clone(),
+        )));
+    }
+
+    let ready_sent = wait_ready(&mut sinks[0], &shared, args, ready_deadline).await?;
+    let ready_ms = ready_start.elapsed().as_secs_f64() * 1e3;
+
     let start = Instant::now();
     let warm_end = start + common.warmup();
     let end = warm_end + common.duration();
@@ -182,28 +312,25 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         drain_end: end + Duration::from_secs_f64(args.drain_max.max(0.0)),
         drain_idle_ns: (args.drain.max(0.0) * 1e9) as u64,
     };
+    shared
+        .clock
+        .set(clock)
+        .expect("the clock is set once, here");
 
-    let mut sub_tasks = Vec::new();
-    for (i, ws) in subs.into_iter().enumerate() {
-        let shared = shared.clone();
-        let (publishers, size) = (args.publishers, args.size);
-        sub_tasks.push(tokio::spawn(subscriber(
-            i, ws, shared, publishers, size, clock,
-        )));
-    }
-    let watcher = tokio::spawn(watch_progress(shared.clone()));
     let mut pub_tasks = Vec::new();
-    for (id, ws) in pubs.into_iter().enumerate() {
+    for (id, sink) in sinks.into_iter().enumerate() {
         let shared = shared.clone();
         let args = args.clone();
-        pub_tasks.push(tokio::spawn(publisher(id, ws, shared, args, start, clock)));
+        pub_tasks.push(tokio::spawn(publisher(
+            id, sink, shared, args, start, clock,
+        )));
     }
 
     let mut pub_total = PubStats::default();
-    let mut pub_conns = Vec::new();
+    let mut pub_sinks = Vec::new();
     let mut first_error: Option<String> = None;
     for task in pub_tasks {
-        let (stats, sink, reader) = task.await?;
+        let (stats, sink) = task.await?;
         pub_total.sent += stats.sent;
         pub_total.sent_measured += stats.sent_measured;
         pub_total.lag_waits += stats.lag_waits;
@@ -211,44 +338,47 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
             pub_total.error.get_or_insert(e.clone());
             first_error.get_or_insert(format!("publisher: {e}"));
         }
-        pub_conns.push((sink, reader));
+        pub_sinks.push(sink);
     }
     shared.publishing_done.store(true, Ordering::Release);
 
-    let mut records = 0u64;
-    let mut measured = 0u64;
-    let mut in_window = 0u64;
-    let mut order_violations = 0u64;
-    let mut gaps = 0u64;
-    let mut malformed = 0u64;
-    let mut wrong_size = 0u64;
+    let mut total = SubStats::default();
+    let mut groups: Vec<SubStats> = sub_targets.iter().map(|_| SubStats::default()).collect();
+    let mut group_size = vec![0u64; sub_targets.len()];
     let mut failed_subscribers = 0u64;
     let mut first_bad_record: Option<String> = None;
-    for task in sub_tasks {
-        let s = task.await?;
-        records += s.records;
-        measured += s.measured;
-        in_window += s.in_window;
-        order_violations += s.order_violations;
-        gaps += s.gaps;
-        malformed += s.malformed;
-        wrong_size += s.wrong_size;
+    for (i, task) in sub_tasks.into_iter().enumerate() {
+        let mut s = task.await?;
+        let g = i % sub_targets.len();
+        group_size[g] += 1;
         if first_bad_record.is_none() {
-            first_bad_record = s.sample;
+            first_bad_record = s.sample.take();
         }
-        if let Some(e) = s.error {
+        if let Some(e) = s.error.take() {
             failed_subscribers += 1;
             first_error.get_or_insert(format!("subscriber: {e}"));
         }
+        total.add(&s);
+        groups[g].add(&s);
     }
     shared.stop_watcher.store(true, Ordering::Release);
-    let hist = common::thread_histograms::merged();
+    let hist = common::thread_histograms::merged(None);
     watcher.await?;
     let own_copies = shared.own_copies.load(Ordering::Relaxed);
-    for (mut sink, reader) in pub_conns {
+    for (mut sink, reader) in pub_sinks.into_iter().zip(readers) {
         let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
         reader.abort();
     }
+    let SubStats {
+        records,
+        measured,
+        in_window,
+        order_violations,
+        gaps,
+        malformed,
+        wrong_size,
+        ..
+    } = total;
 
     let secs = common.duration().as_secs_f64();
     let k = args.subscribers as u64;
@@ -261,6 +391,25 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     };
     let deliveries = in_window as f64 / secs;
     let publish_rate = pub_total.sent_measured as f64 / secs;
+    // Per subscriber server, in --subscriber-urls order. In the JSON line these are arrays
+    // under `server_*` keys, so that every top-level key stays unique in the line.
+    let per_server: Vec<ServerFigures> = sub_targets
+        .iter()
+        .enumerate()
+        .map(|(g, target)| {
+            let s = &groups[g];
+            let expected = pub_total.sent_measured * group_size[g];
+            ServerFigures {
+                server: target.addr.to_string(),
+                subscribers: group_size[g],
+                deliveries_per_s: s.in_window as f64 / secs,
+                loss: expected as i64 - s.measured as i64,
+                order_violations: s.order_violations,
+                gaps: s.gaps,
+                hist: common::thread_histograms::merged(Some(g)),
+            }
+        })
+        .collect();
 
     println!(
         "broadcast: {} subscribers, {} publishers, {} B text, protocol {}, mirror {:?}, {}; \
@@ -276,6 +425,10 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
         },
         secs,
         common.warmup().as_secs_f64()
+    );
+    println!(
+        "  ready after {ready_ms:.1} ms ({ready_sent} readiness records sent before every \
+         subscriber had one)"
     );
     println!("  deliveries/s (to subscribers): {deliveries:.0}");
     println!("  messages published/s: {publish_rate:.1}");
@@ -301,6 +454,23 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     }
     if let Some(r) = &first_bad_record {
         println!("  first malformed or wrong-size record: {r:?}");
+    }
+    if sub_targets.len() > 1 || pub_targets.len() > 1 {
+        let addrs: Vec<String> = pub_targets.iter().map(|t| t.addr.to_string()).collect();
+        println!("  publishers on {}", addrs.join(", "));
+        for f in &per_server {
+            println!(
+                "  subscribers on {}: {}, deliveries/s {:.0}, loss {}, order violations {}, gaps \
+                 {}, latency {}",
+                f.server,
+                f.subscribers,
+                f.deliveries_per_s,
+                f.loss,
+                f.order_violations,
+                f.gaps,
+                common::latency_line(&f.hist)
+            );
+        }
     }
 
     let mut out = Map::new();
@@ -335,6 +505,44 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     out.insert("failed_subscribers".into(), failed_subscribers.into());
     out.insert("lag_waits".into(), pub_total.lag_waits.into());
     out.insert("publisher_own_copies".into(), own_copies.into());
+    out.insert("ready_ms".into(), common::round3(ready_ms).into());
+    out.insert("ready_records_sent".into(), ready_sent.into());
+    out.insert(
+        "publisher_servers".into(),
+        pub_targets
+            .iter()
+            .map(|t| Value::from(t.addr.to_string()))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    let column = |figure: &dyn Fn(&ServerFigures) -> Value| -> Value {
+        per_server.iter().map(figure).collect::<Vec<_>>().into()
+    };
+    let quantile_ms = |f: &ServerFigures, q: f64| -> Value {
+        if f.hist.is_empty() {
+            Value::Null
+        } else {
+            common::round3(f.hist.value_at_quantile(q) as f64 / 1000.0).into()
+        }
+    };
+    out.insert("servers".into(), column(&|f| f.server.clone().into()));
+    out.insert(
+        "server_subscribers".into(),
+        column(&|f| f.subscribers.into()),
+    );
+    out.insert(
+        "server_deliveries_per_s".into(),
+        column(&|f| common::round3(f.deliveries_per_s).into()),
+    );
+    out.insert("server_loss".into(), column(&|f| f.loss.into()));
+    out.insert(
+        "server_order_violations".into(),
+        column(&|f| f.order_violations.into()),
+    );
+    out.insert("server_gaps".into(), column(&|f| f.gaps.into()));
+    out.insert("server_p50_ms".into(), column(&|f| quantile_ms(f, 0.50)));
+    out.insert("server_p99_ms".into(), column(&|f| quantile_ms(f, 0.99)));
+    out.insert("server_p999_ms".into(), column(&|f| quantile_ms(f, 0.999)));
     common::latency_fields(&mut out, "", &hist);
     out.insert(
         "first_error".into(),
@@ -348,6 +556,17 @@ pub async fn run(common: &Common, args: &BroadcastArgs) -> Result<()> {
     Ok(())
 }
 
+/// What the subscribers connected to one server received.
+struct ServerFigures {
+    server: String,
+    subscribers: u64,
+    deliveries_per_s: f64,
+    loss: i64,
+    order_violations: u64,
+    gaps: u64,
+    hist: hdrhistogram::Histogram<u64>,
+}
+
 /// `p<publisher> s<seq> t<ns> ` padded with `x` to `size` bytes, then `;`.
 fn payload(publisher: usize, seq: u64, t_ns: u64, size: usize) -> String {
     let mut s = String::with_capacity(size.max(64));
@@ -359,8 +578,20 @@ fn payload(publisher: usize, seq: u64, t_ns: u64, size: usize) -> String {
     s
 }
 
-/// Parses a record (the text before a `;`) into (publisher, seq, send time).
+/// `r<publisher> s<n> t<ns> ` padded with `x` to `size` bytes, then `;`: a readiness record.
+fn ready_payload(publisher: usize, n: u64, t_ns: u64, size: usize) -> String {
+    let mut s = payload(publisher, n, t_ns, size);
+    s.replace_range(..1, "r");
+    s
+}
+
+/// Parses a data record (the text before a `;`) into (publisher, seq, send time).
 fn parse(record: &[u8]) -> Option<(usize, u64, u64)> {
+    parse_as(record, b'p')
+}
+
+/// Parses a record whose first field starts with `kind` (`p`: data, `r`: readiness).
+fn parse_as(record: &[u8], kind: u8) -> Option<(usize, u64, u64)> {
     /// `<prefix><decimal digits>`, at most 19 digits (always fits a u64).
     fn num(field: &[u8], prefix: u8) -> Option<u64> {
         let digits = field.strip_prefix(&[prefix])?;
@@ -372,7 +603,7 @@ fn parse(record: &[u8]) -> Option<(usize, u64, u64)> {
         })
     }
     let mut fields = record.split(|&b| b == b' ');
-    let p = usize::try_from(num(fields.next()?, b'p')?).ok()?;
+    let p = usize::try_from(num(fields.next()?, kind)?).ok()?;
     let s = num(fields.next()?, b's')?;
     let t = num(fields.next()?, b't')?;
     Some((p, s, t))
@@ -394,28 +625,57 @@ async fn watch_progress(shared: Arc<Shared>) {
 
 type Sink = SplitSink<Ws, Message>;
 
+/// Reads (and counts) what the server sends back to a publisher.
+async fn drain_own_copies(mut stream: SplitStream<Ws>, own: Arc<AtomicU64>) {
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Text(_) | Message::Binary(_) => {
+                own.fetch_add(1, Ordering::Relaxed);
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+}
+
+/// Sends readiness records every 5 ms until every subscriber has received a record; returns how
+/// many it sent. Fails after `deadline`.
+async fn wait_ready(
+    sink: &mut Sink,
+    shared: &Shared,
+    args: &BroadcastArgs,
+    deadline: Instant,
+) -> Result<u64> {
+    let k = args.subscribers as u64;
+    let mut sent = 0u64;
+    while shared.ready.load(Ordering::Acquire) < k {
+        if Instant::now() >= deadline {
+            bail!(
+                "only {} of {k} subscribers had received anything {:.1} s after the first \
+                 readiness record ({sent} sent); a server (or a cluster node's subscription) is \
+                 not delivering",
+                shared.ready.load(Ordering::Acquire),
+                args.ready_timeout().as_secs_f64()
+            );
+        }
+        let record = ready_payload(0, sent, common::now_ns(), args.size);
+        tokio::time::timeout_at(deadline.into(), sink.send(Message::text(record)))
+            .await
+            .context("sending a readiness record blocked until --ready-timeout")??;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(sent)
+}
+
 async fn publisher(
     id: usize,
-    ws: Ws,
+    mut sink: Sink,
     shared: Arc<Shared>,
     args: BroadcastArgs,
     start: Instant,
     clock: Clock,
-) -> (PubStats, Sink, JoinHandle<()>) {
-    let (mut sink, mut stream) = ws.split();
-    // The publisher is a member too: drain its own copies so the server never sees it as slow.
-    let own = shared.own_copies.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(msg)) = stream.next().await {
-            match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    own.fetch_add(1, Ordering::Relaxed);
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-    });
+) -> (PubStats, Sink) {
     let mut stats = PubStats::default();
     let result = tokio::time::timeout_at(
         (clock.end + Duration::from_secs(1)).into(),
@@ -427,7 +687,7 @@ async fn publisher(
         Ok(Err(e)) => stats.error = Some(format!("{e:#}")),
         Err(_) => stats.error = Some("sending blocked past the end of the run".into()),
     }
-    (stats, sink, reader)
+    (stats, sink)
 }
 
 async fn publish(
@@ -485,14 +745,16 @@ async fn publish(
 
 async fn subscriber(
     index: usize,
+    group: usize,
     ws: Ws,
     shared: Arc<Shared>,
     publishers: usize,
     size: usize,
-    clock: Clock,
+    ready_deadline: Instant,
 ) -> SubStats {
     let mut reader = FrameReader::new(ws, MAX_FRAME);
-    let mut records = Records::new(publishers, size);
+    let mut records = Records::new(publishers, size, group);
+    let mut counted_ready = false;
     let mut last_message_ns = common::now_ns();
     // One timer for the whole loop (cheaper than a timeout per message): every 50 ms the loop
     // looks at whether publishing is over and everything has arrived.
@@ -505,6 +767,16 @@ async fn subscriber(
             _ = &mut tick => None,
         };
         let Some(read) = polled else {
+            let Some(clock) = shared.clock.get() else {
+                // Still waiting for every subscriber to be ready; the run fails at the deadline.
+                if Instant::now() >= ready_deadline + Duration::from_secs(5) {
+                    records.stats.error = Some("never ready".into());
+                    break;
+                }
+                tick.as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_millis(50));
+                continue;
+            };
             if shared.publishing_done.load(Ordering::Acquire)
                 && (records.progress >= shared.sent.load(Ordering::Acquire)
                     || common::now_ns().saturating_sub(last_message_ns) >= clock.drain_idle_ns)
@@ -532,9 +804,16 @@ async fn subscriber(
         // Everything in one read arrived at the same moment.
         let now = common::now_ns();
         last_message_ns = now;
-        if let Err(e) = read_frames(&mut reader, &mut records, now, &clock).await {
+        // The clock is set before the first data record is sent, so a read holding data records
+        // always sees it.
+        let window = shared.clock.get().map_or(Window::NOT_YET, Clock::window);
+        if let Err(e) = read_frames(&mut reader, &mut records, now, window).await {
             records.stats.error = Some(format!("{e:#}"));
             break;
+        }
+        if !counted_ready && records.stats.ready_records + records.stats.records > 0 {
+            counted_ready = true;
+            shared.ready.fetch_add(1, Ordering::AcqRel);
         }
         shared.progress[index].store(records.progress, Ordering::Release);
         if shared.publishing_done.load(Ordering::Acquire)
@@ -557,10 +836,10 @@ async fn read_frames(
     reader: &mut FrameReader,
     records: &mut Records,
     now: u64,
-    clock: &Clock,
+    window: Window,
 ) -> Result<()> {
-    let handled = handle_frames(reader, records, now, clock).await;
-    common::thread_histograms::record(&records.latencies);
+    let handled = handle_frames(reader, records, now, window).await;
+    common::thread_histograms::record(records.slot, &records.latencies);
     records.latencies.clear();
     handled
 }
@@ -569,11 +848,11 @@ async fn handle_frames(
     reader: &mut FrameReader,
     records: &mut Records,
     now: u64,
-    clock: &Clock,
+    window: Window,
 ) -> Result<()> {
     while let Some(frame) = reader.next_frame()? {
         match frame.opcode {
-            OpCode::Data(_) => records.feed(reader.payload(&frame), now, clock),
+            OpCode::Data(_) => records.feed(reader.payload(&frame), now, window),
             OpCode::Control(Control::Ping) => {
                 let payload = reader.payload(&frame).to_vec();
                 reader.consume(frame);
@@ -611,32 +890,25 @@ struct Records {
     /// Latencies (µs) of the records of the current read, recorded together.
     latencies: Vec<u64>,
     size: usize,
+    /// The latency histogram slot (the index of the subscriber's server).
+    slot: usize,
 }
 
 impl Records {
-    fn new(publishers: usize, size: usize) -> Records {
+    fn new(publishers: usize, size: usize, slot: usize) -> Records {
         Records {
-            stats: SubStats {
-                records: 0,
-                measured: 0,
-                in_window: 0,
-                order_violations: 0,
-                gaps: 0,
-                malformed: 0,
-                wrong_size: 0,
-                error: None,
-                sample: None,
-            },
+            stats: SubStats::default(),
             next: vec![0; publishers],
             progress: 0,
             partial: Vec::new(),
             latencies: Vec::new(),
             size,
+            slot,
         }
     }
 
     /// Takes the text of a data frame that arrived at `now`.
-    fn feed(&mut self, data: &[u8], now: u64, clock: &Clock) {
+    fn feed(&mut self, data: &[u8], now: u64, window: Window) {
         let mut rest = data;
         if !self.partial.is_empty() {
             let Some(end) = memchr::memchr(b';', rest) else {
@@ -645,19 +917,23 @@ impl Records {
             };
             let mut record = std::mem::take(&mut self.partial);
             record.extend_from_slice(&rest[..end]);
-            self.record(&record, now, clock);
+            self.record(&record, now, window);
             rest = &rest[end + 1..];
         }
         while let Some(end) = memchr::memchr(b';', rest) {
-            self.record(&rest[..end], now, clock);
+            self.record(&rest[..end], now, window);
             rest = &rest[end + 1..];
         }
         self.partial.extend_from_slice(rest);
     }
 
-    fn record(&mut self, record: &[u8], now: u64, clock: &Clock) {
+    fn record(&mut self, record: &[u8], now: u64, window: Window) {
         let publishers = self.next.len();
         let stats = &mut self.stats;
+        if record.first() == Some(&b'r') && parse_as(record, b'r').is_some() {
+            stats.ready_records += 1;
+            return;
+        }
         let Some((p, seq, t)) = parse(record).filter(|r| r.0 < publishers) else {
             stats.malformed += 1;
             if stats.sample.is_none() {
@@ -680,11 +956,11 @@ impl Records {
             self.progress += seq + 1 - *next;
             *next = seq + 1;
         }
-        if t >= clock.warm_end_ns {
+        if t >= window.warm_end_ns {
             stats.measured += 1;
             self.latencies.push(now.saturating_sub(t) / 1000);
         }
-        if now >= clock.warm_end_ns && now < clock.end_ns {
+        if now >= window.warm_end_ns && now < window.end_ns {
             stats.in_window += 1;
         }
     }
@@ -702,6 +978,25 @@ mod tests {
         assert_eq!(p.matches(';').count(), 1);
         assert!(p.ends_with(';'));
         assert_eq!(parse(&p.as_bytes()[..63]), Some((3, 12345, 987654321)));
+    }
+
+    #[test]
+    fn readiness_records_are_told_apart() {
+        let r = ready_payload(0, 7, 42, 64);
+        assert_eq!(r.len(), 64);
+        assert!(r.starts_with("r0 s7 t42 x"));
+        assert_eq!(parse_as(&r.as_bytes()[..63], b'r'), Some((0, 7, 42)));
+        assert_eq!(parse(&r.as_bytes()[..63]), None);
+
+        let mut records = Records::new(1, 64, 0);
+        let data = payload(0, 0, 5, 64);
+        records.feed(format!("{r}{data}").as_bytes(), 10, Window::NOT_YET);
+        assert_eq!(records.stats.ready_records, 1);
+        assert_eq!(records.stats.records, 1);
+        assert_eq!(records.stats.malformed, 0);
+        assert_eq!(records.stats.gaps, 0);
+        assert_eq!(records.progress, 1);
+        assert_eq!(records.stats.measured, 0);
     }
 
     #[test]

@@ -175,11 +175,13 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Latency samples recorded by many tasks into one histogram per thread, merged at the end.
+/// Latency samples recorded by many tasks into one histogram per thread (and per slot), merged at
+/// the end.
 ///
 /// A histogram covering 1 µs to 100 s at 3 digits is about 200 KiB of counters; one per
 /// subscriber (a thousand of them) misses the cache on every sample and made recording the
-/// client's largest cost. One per thread stays hot.
+/// client's largest cost. One per thread stays hot. A slot separates samples that are reported
+/// apart (the broadcast mode keeps one slot per server URL); most loads use slot 0 only.
 pub mod thread_histograms {
     use std::cell::RefCell;
     use std::sync::{Arc, Mutex};
@@ -188,22 +190,29 @@ pub mod thread_histograms {
 
     type Shared = Arc<Mutex<Histogram<u64>>>;
 
-    static ALL: Mutex<Vec<Shared>> = Mutex::new(Vec::new());
+    /// Every thread's histograms, with their slot.
+    static ALL: Mutex<Vec<(usize, Shared)>> = Mutex::new(Vec::new());
 
     thread_local! {
-        static LOCAL: RefCell<Option<Shared>> = const { RefCell::new(None) };
+        static LOCAL: RefCell<Vec<Option<Shared>>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Records samples (µs) into this thread's histogram; one lock per call, uncontended.
-    pub fn record(samples: &[u64]) {
+    /// Records samples (µs) into this thread's histogram of `slot`; one lock per call,
+    /// uncontended.
+    pub fn record(slot: usize, samples: &[u64]) {
         if samples.is_empty() {
             return;
         }
         LOCAL.with(|local| {
             let mut local = local.borrow_mut();
-            let hist = local.get_or_insert_with(|| {
+            if local.len() <= slot {
+                local.resize(slot + 1, None);
+            }
+            let hist = local[slot].get_or_insert_with(|| {
                 let hist = Arc::new(Mutex::new(super::new_histogram()));
-                ALL.lock().expect("histogram list").push(hist.clone());
+                ALL.lock()
+                    .expect("histogram list")
+                    .push((slot, hist.clone()));
                 hist
             });
             let mut hist = hist.lock().expect("thread histogram");
@@ -213,13 +222,15 @@ pub mod thread_histograms {
         });
     }
 
-    /// Everything recorded so far, on every thread.
-    pub fn merged() -> Histogram<u64> {
+    /// Everything recorded so far in `slot` (every slot if `None`), on every thread.
+    pub fn merged(slot: Option<usize>) -> Histogram<u64> {
         let mut total = super::new_histogram();
-        for hist in ALL.lock().expect("histogram list").iter() {
-            total
-                .add(&*hist.lock().expect("thread histogram"))
-                .expect("same bounds");
+        for (s, hist) in ALL.lock().expect("histogram list").iter() {
+            if slot.is_none_or(|slot| slot == *s) {
+                total
+                    .add(&*hist.lock().expect("thread histogram"))
+                    .expect("same bounds");
+            }
         }
         total
     }
