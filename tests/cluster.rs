@@ -654,6 +654,60 @@ async fn presence_spans_the_nodes_and_a_killed_nodes_members_leave_within_the_tt
     .await;
 }
 
+/// A broker frozen for longer than a presence mark lives (every mark expires meanwhile, since
+/// nobody can refresh one) takes no live node for dead: when it thaws, the members of every node
+/// are still there, and nobody is told that anyone left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_longer_than_the_presence_ttl_makes_nobody_leave() {
+    let _serial = serial().await;
+    let Some(redis) = Redis::start_or_skip("cluster presence across an outage") else {
+        return;
+    };
+    bounded(Duration::from_secs(90), async {
+        let mut cluster = Cluster::start(redis, NODES, &[]).await;
+        let mut ann = ChatClient::connect(cluster.nodes[0].addr).await;
+        let mut bob = ChatClient::connect(cluster.nodes[1].addr).await;
+        ann.join("lounge", "ann").await;
+        bob.join("lounge", "bob").await;
+        assert_eq!(
+            ann.next_presence_within("lounge", ANSWER).await,
+            Some(json!({"type": "presence", "room": "lounge", "event": "join", "nick": "bob"}))
+        );
+
+        cluster.redis.stop();
+        tokio::time::sleep(PRESENCE_TTL + Duration::from_secs(1)).await;
+        cluster.redis.cont();
+        poll(
+            Duration::from_secs(10),
+            "every node is connected again",
+            async || {
+                cluster
+                    .broker_statuses()
+                    .await
+                    .iter()
+                    .all(|broker| broker.as_ref().is_some_and(|b| b["connected"] == true))
+                    .then_some(())
+            },
+        )
+        .await;
+        // Longer than a node waits after reconnecting before it reaps others, plus a TTL.
+        let watch = PRESENCE_TTL * 2 + Duration::from_secs(2);
+        for (client, other) in [(&mut ann, "bob"), (&mut bob, "ann")] {
+            let left = client.next_presence_within("lounge", watch / 2).await;
+            assert!(left.is_none(), "{other} is still connected, yet: {left:?}");
+        }
+        bob.say("lounge", "still here").await;
+        let message = ann.next_message("lounge").await;
+        assert_eq!(message["nick"], "bob");
+        let mut cy = ChatClient::connect(cluster.nodes[2].addr).await;
+        assert_eq!(
+            sorted_members(&cy.join("lounge", "cy").await),
+            ["ann", "bob", "cy"]
+        );
+    })
+    .await;
+}
+
 /// A node stopped with SIGTERM removes its presence at once: the others see its members leave
 /// well before the presence TTL (30 s here), and it exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,7 +237,7 @@ impl Collector for SwitchboardCollector {
             "switchboard_node",
             "This node's id in the cluster (--node-id), as a label; the value is always 1",
             "node_id",
-            [(node_id().to_owned(), 1)].into_iter(),
+            [(node_id().to_owned(), 1)],
         )?;
         let Some(broker) = broker().status() else {
             return Ok(());

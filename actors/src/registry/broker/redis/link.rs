@@ -150,7 +150,7 @@ impl Link {
             .await
             .map_err(|_| "subscribing timed out".to_owned())?
             .map_err(|err| err.to_string())?;
-        self.heartbeat(&mut conn).await?;
+        self.heartbeat(&mut conn, false).await?;
 
         let again = self.stats.ever_connected.swap(true, Ordering::Relaxed);
         if again {
@@ -192,6 +192,8 @@ impl Link {
 
     /// Serves a live connection until it is lost (`Some(why)`) or the process ends (`None`).
     async fn serve(&mut self, mut live: Live) -> Option<Lost> {
+        let connected_at = tokio::time::Instant::now();
+        let grace = reap_grace(self.settings.presence_ttl);
         let mut probe = tokio::time::interval(self.settings.check_interval);
         let mut heartbeat = tokio::time::interval(heartbeat_period(self.settings.presence_ttl));
         heartbeat.tick().await;
@@ -230,7 +232,8 @@ impl Link {
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if let Err(why) = self.heartbeat(&mut live.conn).await {
+                    let may_reap = connected_at.elapsed() >= grace;
+                    if let Err(why) = self.heartbeat(&mut live.conn, may_reap).await {
                         return Some(why);
                     }
                 }
@@ -238,12 +241,17 @@ impl Link {
         }
     }
 
-    /// Refreshes this node's presence and reaps nodes whose presence expired.
-    async fn heartbeat(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    /// Refreshes this node's presence and, with `may_reap`, reaps nodes whose presence expired.
+    async fn heartbeat(
+        &self,
+        conn: &mut MultiplexedConnection,
+        may_reap: bool,
+    ) -> Result<(), String> {
         let ttl = presence_key_ttl(self.settings.presence_ttl);
         let reaped: u64 = scripts::HEARTBEAT
             .arg(&self.settings.node_id)
             .arg(ttl.as_millis() as u64)
+            .arg(if may_reap { "1" } else { "0" })
             .invoke_async(conn)
             .await
             .map_err(|err| format!("heartbeat: {err}"))?;
@@ -426,6 +434,15 @@ fn heartbeat_period(presence_ttl: Duration) -> Duration {
 /// last refresh plus one refresh period of another node, within `--presence-ttl`.
 fn presence_key_ttl(presence_ttl: Duration) -> Duration {
     (presence_ttl / 2).max(Duration::from_millis(200))
+}
+
+/// How long a node waits after (re)connecting before it reaps other nodes. While the broker
+/// was down or frozen nobody could refresh a presence, so every mark may have expired; the other
+/// live nodes get this long to reconnect (backoff at most [`MAX_BACKOFF`]) and refresh theirs
+/// before an expired mark means a dead node. Outside of outages a dead node is still noticed
+/// within the TTL.
+fn reap_grace(presence_ttl: Duration) -> Duration {
+    presence_key_ttl(presence_ttl).max(MAX_BACKOFF * 2 + CONNECT_TIMEOUT)
 }
 
 const TEXT: u8 = 1;
