@@ -46,18 +46,17 @@ pub fn probe_channel(node: &str) -> String {
     format!("sb:probe:{node}")
 }
 
-/// Lua: removes every chat member of node `dead` from its rooms, with a presence `leave` event
-/// in each, and forgets the node. Returns nothing; shared by the heartbeat and retirement.
-const REAP: &str = r#"
-local function reap(dead)
-  redis.call('SREM', 'sb:nodes', dead)
-  local rooms_key = 'sb:n:' .. dead .. ':rooms'
-  local prefix = dead .. '/'
-  for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
+/// Lua: removes the chat members of `node` that `keep` does not list (keys `room \0 member`),
+/// with a presence `leave` event in each room; then `reap`, which removes them all and forgets
+/// the node. Shared by the heartbeat, retirement and resync.
+const MEMBERS: &str = r#"
+local function remove_members(node, keep)
+  local prefix = node .. '/'
+  for _, room in ipairs(redis.call('SMEMBERS', 'sb:n:' .. node .. ':rooms')) do
     local key = 'sb:c:' .. room .. ':members'
     local all = redis.call('HGETALL', key)
     for i = 1, #all, 2 do
-      if string.sub(all[i], 1, #prefix) == prefix then
+      if string.sub(all[i], 1, #prefix) == prefix and not keep[room .. '\0' .. all[i]] then
         redis.call('HDEL', key, all[i])
         local nick = string.match(all[i + 1], '^%d+ (.*)$') or all[i + 1]
         redis.call('PUBLISH', 'sb:c:' .. room, 'e{"type":"presence","room":' .. cjson.encode(room)
@@ -65,18 +64,36 @@ local function reap(dead)
       end
     end
   end
-  redis.call('DEL', rooms_key)
+end
+local function reap(dead)
+  redis.call('SREM', 'sb:nodes', dead)
+  remove_members(dead, {})
+  redis.call('DEL', 'sb:n:' .. dead .. ':rooms')
 end
 "#;
 
-/// ARGV: node, ttl (ms). Marks the node alive for `ttl`, then reaps every node whose mark has
-/// expired. Returns how many were reaped.
+/// Lua: the room's epoch, starting the room over (new epoch, no messages) if the log has none.
+const ROOM_EPOCH: &str = r#"
+local function room_epoch(meta, stream, fresh)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = fresh
+    redis.call('DEL', stream)
+    redis.call('HSET', meta, 'epoch', epoch, 'id', 0)
+  end
+  return epoch
+end
+"#;
+
+/// ARGV: node, ttl (ms), reap (`1` or `0`). Marks the node alive for `ttl`, then, if `reap`,
+/// reaps every node whose mark has expired. Returns how many were reaped.
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{REAP}
+        r#"{MEMBERS}
 redis.call('SET', 'sb:node:' .. ARGV[1], '1', 'PX', ARGV[2])
 redis.call('SADD', 'sb:nodes', ARGV[1])
 local reaped = 0
+if ARGV[3] ~= '1' then return 0 end
 for _, other in ipairs(redis.call('SMEMBERS', 'sb:nodes')) do
   if redis.call('EXISTS', 'sb:node:' .. other) == 0 then
     reap(other)
@@ -91,7 +108,7 @@ return reaped
 /// ARGV: node. The node is stopping: its members leave now.
 pub static RETIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r#"{REAP}
+        r#"{MEMBERS}
 reap(ARGV[1])
 redis.call('DEL', 'sb:node:' .. ARGV[1])
 return 0
@@ -104,17 +121,12 @@ return 0
 /// `history`), publishes it. The event is built here so that its id and epoch are the log's;
 /// it has the field order of `wire::Event::Message`. Returns the id.
 pub static SAY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'id', 0)
-end
+    Script::new(&format!(
+        r#"{ROOM_EPOCH}
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[1])
 local id = redis.call('HINCRBY', KEYS[1], 'id', 1)
-local event = '{"type":"message","room":' .. ARGV[3] .. ',"id":' .. id .. ',"epoch":"' .. epoch
-  .. '","ts":' .. ARGV[6] .. ',"nick":' .. ARGV[4] .. ',"text":' .. ARGV[5] .. '}'
+local event = '{{"type":"message","room":' .. ARGV[3] .. ',"id":' .. id .. ',"epoch":"' .. epoch
+  .. '","ts":' .. ARGV[6] .. ',"nick":' .. ARGV[4] .. ',"text":' .. ARGV[5] .. '}}'
 local history = tonumber(ARGV[2])
 if history > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', history, id .. '-1', 'e', event)
@@ -123,28 +135,23 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PUBLISH', ARGV[8], 'm' .. id .. ' ' .. epoch .. ' ' .. event)
 return id
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: meta, stream, members. ARGV: epoch for a new room, ttl (ms). The room as it is (made
 /// with that epoch if the log has no such room): {epoch, last id, kept entries, members}.
 pub static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'id', 0)
-end
+    Script::new(&format!(
+        r#"{ROOM_EPOCH}
+local epoch = room_epoch(KEYS[1], KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return {epoch, redis.call('HGET', KEYS[1], 'id'), redis.call('XRANGE', KEYS[2], '-', '+'),
-  redis.call('HGETALL', KEYS[3])}
-"#,
-    )
+return {{epoch, redis.call('HGET', KEYS[1], 'id'), redis.call('XRANGE', KEYS[2], '-', '+'),
+  redis.call('HGETALL', KEYS[3])}}
+"#
+    ))
 });
 
 /// KEYS: meta, members, node rooms. ARGV: member, nick, room, channel, presence event, ttl.
@@ -199,38 +206,25 @@ return 0
 /// in the log exactly that list: members the log has but the node no longer has leave (with a
 /// presence event), members the log lost (an outage, a restarted Redis) join again.
 pub static RESYNC: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{MEMBERS}
 local node = ARGV[1]
 local want = cjson.decode(ARGV[2])
-local keep = {}
+local keep = {{}}
 for _, m in ipairs(want) do keep[m[1] .. '\0' .. m[2]] = true end
-local rooms_key = 'sb:n:' .. node .. ':rooms'
-local prefix = node .. '/'
-for _, room in ipairs(redis.call('SMEMBERS', rooms_key)) do
-  local key = 'sb:c:' .. room .. ':members'
-  local all = redis.call('HGETALL', key)
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, #prefix) == prefix and not keep[room .. '\0' .. all[i]] then
-      redis.call('HDEL', key, all[i])
-      local nick = string.match(all[i + 1], '^%d+ (.*)$') or all[i + 1]
-      redis.call('PUBLISH', 'sb:c:' .. room, 'e{"type":"presence","room":' .. cjson.encode(room)
-        .. ',"event":"leave","nick":' .. cjson.encode(nick) .. '}')
-    end
-  end
-end
+remove_members(node, keep)
 for _, m in ipairs(want) do
   local key = 'sb:c:' .. m[1] .. ':members'
   if redis.call('HEXISTS', key, m[2]) == 0 then
     local seq = redis.call('HINCRBY', 'sb:c:' .. m[1] .. ':meta', 'mseq', 1)
     redis.call('HSET', key, m[2], seq .. ' ' .. m[3])
-    redis.call('SADD', rooms_key, m[1])
+    redis.call('SADD', 'sb:n:' .. node .. ':rooms', m[1])
     redis.call('PUBLISH', 'sb:c:' .. m[1], 'e' .. m[4])
   end
 end
 return 0
-"#,
-    )
+"#
+    ))
 });
 
 /// ARGV: ttl (ms), rooms. Keeps each room's keys for another `ttl`.
