@@ -19,17 +19,13 @@ use std::{
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::Server;
-use tokio::{net::TcpStream, task::JoinSet, time::timeout};
-use tokio_tungstenite::{
-    tungstenite::{client::IntoClientRequest, http::HeaderValue, Message},
-    MaybeTlsStream, WebSocketStream,
+use support::{
+    chat_client::{id, ChatClient as Client},
+    Server,
 };
+use tokio::{task::JoinSet, time::timeout};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue, Message};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How long one expected event may take.
-const ANSWER: Duration = Duration::from_secs(10);
 /// How long a whole test may take.
 const TEST: Duration = Duration::from_secs(90);
 
@@ -46,144 +42,11 @@ fn start(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-/// One chat client.
-struct Client {
-    ws: Ws,
-}
-
-impl Client {
-    async fn connect(server: &Server) -> Client {
-        let mut request = server.ws_url("/").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("chat"));
-        let (ws, response) = timeout(ANSWER, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("connect in time")
-            .expect("connect");
-        assert_eq!(response.headers()["sec-websocket-protocol"], "chat");
-        Client { ws }
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .expect("send");
-    }
-
-    async fn send(&mut self, request: Value) {
-        self.send_text(&request.to_string()).await;
-    }
-
-    /// The next event (pings and pongs skipped).
-    async fn next(&mut self) -> Value {
-        loop {
-            match timeout(ANSWER, self.ws.next())
-                .await
-                .expect("an event in time")
-            {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).expect("events are JSON")
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected an event, got {other:?}"),
-            }
-        }
-    }
-
-    /// The next event of a type, skipping the others.
-    async fn next_of(&mut self, kind: &str) -> Value {
-        loop {
-            let event = self.next().await;
-            if event["type"] == kind {
-                return event;
-            }
-        }
-    }
-
-    /// The next event, which must be an error with this code.
-    async fn expect_error(&mut self, code: &str) -> Value {
-        let event = self.next().await;
-        assert_eq!(event["type"], "error", "expected error {code}, got {event}");
-        assert_eq!(event["code"], code, "{event}");
-        assert!(
-            !event["message"].as_str().unwrap().is_empty(),
-            "errors explain themselves: {event}"
-        );
-        event
-    }
-
-    /// Asserts that no event arrives for a while.
-    async fn expect_silence(&mut self, how_long: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = timeout(how_long, self.ws.next()).await {
-            panic!("expected nothing, got {text}");
-        }
-    }
-
-    /// Sends a join and returns `joined`, checking the rule clients rely on: events of the room
-    /// that arrive before its `joined` are older than it (they are contained in it).
-    async fn join_with(&mut self, request: Value) -> Value {
-        let room = request["room"].clone();
-        self.send(request).await;
-        let mut early_ids = Vec::new();
-        loop {
-            let event = self.next().await;
-            if event["room"] != room {
-                continue;
-            }
-            match event["type"].as_str().unwrap() {
-                "joined" => {
-                    let last_id = event["last_id"].as_u64().unwrap();
-                    assert!(
-                        early_ids.iter().all(|id| *id <= last_id),
-                        "messages {early_ids:?} came before joined {event}"
-                    );
-                    return event;
-                }
-                "message" => early_ids.push(event["id"].as_u64().unwrap()),
-                _ => {}
-            }
-        }
-    }
-
-    async fn join(&mut self, room: &str, nick: &str) -> Value {
-        self.join_with(json!({"type": "join", "room": room, "nick": nick}))
-            .await
-    }
-
-    async fn say(&mut self, room: &str, text: &str) {
-        self.send(json!({"type": "say", "room": room, "text": text}))
-            .await;
-    }
-
-    /// The next `message` event of a room (presence and other events skipped).
-    async fn next_message(&mut self, room: &str) -> Value {
-        loop {
-            let event = self.next_of("message").await;
-            if event["room"] == room {
-                return event;
-            }
-        }
-    }
-
-    /// Says something and waits for it to come back: proof the connection works.
-    async fn assert_usable(&mut self, room: &str) {
-        self.say(room, "still here").await;
-        let event = self.next_message(room).await;
-        assert_eq!(event["text"], "still here");
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn id(event: &Value) -> u64 {
-    event["id"].as_u64().expect("an id")
 }
 
 fn texts(events: &Value) -> Vec<&str> {
@@ -199,7 +62,7 @@ fn texts(events: &Value) -> Vec<&str> {
 async fn joining_answers_with_the_members_and_tells_the_others() {
     bounded(async {
         let server = start(&[]);
-        let mut ann = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
         let joined = ann.join("lobby", "ann").await;
         assert_eq!(joined["members"], json!(["ann"]));
         assert_eq!(joined["nick"], "ann");
@@ -209,7 +72,7 @@ async fn joining_answers_with_the_members_and_tells_the_others() {
         let epoch = joined["epoch"].as_str().unwrap().to_owned();
         assert!(!epoch.is_empty());
 
-        let mut bob = Client::connect(&server).await;
+        let mut bob = Client::connect(server.addr).await;
         let joined = bob.join("lobby", "bob").await;
         assert_eq!(joined["members"], json!(["ann", "bob"]));
         assert_eq!(joined["epoch"], epoch, "one room, one epoch");
@@ -246,13 +109,13 @@ async fn messages_reach_every_member_on_both_workers_and_no_other_room() {
         let server = start(&[]);
         let mut members = Vec::new();
         for n in 0..6 {
-            let mut client = Client::connect(&server).await;
+            let mut client = Client::connect(server.addr).await;
             client.join("r", &format!("m{n}")).await;
             members.push(client);
         }
         let mut outsiders = Vec::new();
         for n in 0..2 {
-            let mut client = Client::connect(&server).await;
+            let mut client = Client::connect(server.addr).await;
             client.join("other", &format!("o{n}")).await;
             outsiders.push(client);
         }
@@ -306,8 +169,8 @@ async fn messages_reach_every_member_on_both_workers_and_no_other_room() {
 async fn ids_are_consecutive_and_shared_by_all_members() {
     bounded(async {
         let server = start(&[]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("r", "ann").await;
         bob.join("r", "bob").await;
         ann.next_of("presence").await;
@@ -329,8 +192,8 @@ async fn ids_are_consecutive_and_shared_by_all_members() {
 async fn a_nick_change_reaches_the_rooms_and_later_messages() {
     bounded(async {
         let server = start(&[]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("r", "ann").await;
         bob.join("r", "bob").await;
         ann.next_of("presence").await;
@@ -353,7 +216,7 @@ async fn a_nick_change_reaches_the_rooms_and_later_messages() {
 
         ann.say("r", "it's me").await;
         assert_eq!(bob.next_message("r").await["nick"], "anna");
-        let mut cy = Client::connect(&server).await;
+        let mut cy = Client::connect(server.addr).await;
         assert_eq!(
             cy.join("r", "cy").await["members"],
             json!(["anna", "bob", "cy"])
@@ -387,7 +250,7 @@ async fn each_mistake_is_an_error_event_and_the_connection_stays_usable() {
             "--chat-burst",
             "1000",
         ]);
-        let mut client = Client::connect(&server).await;
+        let mut client = Client::connect(server.addr).await;
 
         client.send(json!({"type": "join", "room": "r"})).await;
         client.expect_error("nick_required").await;
@@ -459,7 +322,7 @@ async fn each_mistake_is_an_error_event_and_the_connection_stays_usable() {
 async fn a_connection_is_in_at_most_max_rooms() {
     bounded(async {
         let server = start(&["--chat-max-rooms", "2"]);
-        let mut client = Client::connect(&server).await;
+        let mut client = Client::connect(server.addr).await;
         client.join("a", "ann").await;
         client.join("b", "ann").await;
         client
@@ -479,7 +342,7 @@ async fn a_connection_is_in_at_most_max_rooms() {
 async fn sending_faster_than_the_rate_is_refused_then_allowed_again() {
     bounded(async {
         let server = start(&["--chat-rate", "1", "--chat-burst", "2"]);
-        let mut client = Client::connect(&server).await;
+        let mut client = Client::connect(server.addr).await;
         // The join and the first say use the burst of 2; the next two exceed it.
         client
             .send(json!({"type": "join", "room": "r", "nick": "ann"}))
@@ -524,8 +387,8 @@ async fn sending_faster_than_the_rate_is_refused_then_allowed_again() {
 async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
     bounded(async {
         let server = start(&[]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("r", "ann").await;
         bob.join("r", "bob").await;
         bob.say("r", "seen by ann").await;
@@ -541,7 +404,7 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
             bob.next_message("r").await;
         }
 
-        let mut ann = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
         let joined = ann
             .join_with(json!({
                 "type": "join", "room": "r", "nick": "ann",
@@ -570,7 +433,7 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
         );
 
         // Already up to date: recovered, nothing to replay.
-        let mut cy = Client::connect(&server).await;
+        let mut cy = Client::connect(server.addr).await;
         let joined = cy
             .join_with(json!({
                 "type": "join", "room": "r", "nick": "cy",
@@ -587,8 +450,8 @@ async fn a_client_that_reconnects_gets_exactly_what_it_missed() {
 async fn recovery_fails_past_the_history_window_or_with_another_epoch() {
     bounded(async {
         let server = start(&["--history", "2"]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("r", "ann").await;
         bob.join("r", "bob").await;
         bob.say("r", "seen").await;
@@ -601,7 +464,7 @@ async fn recovery_fails_past_the_history_window_or_with_another_epoch() {
             bob.next_message("r").await;
         }
 
-        let mut ann = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
         let joined = ann
             .join_with(json!({
                 "type": "join", "room": "r", "nick": "ann",
@@ -613,7 +476,7 @@ async fn recovery_fails_past_the_history_window_or_with_another_epoch() {
         assert_eq!(texts(&joined["history"]), ["missed 4", "missed 5"]);
         assert_eq!(joined["last_id"], last_seen + 5);
 
-        let mut cy = Client::connect(&server).await;
+        let mut cy = Client::connect(server.addr).await;
         let joined = cy
             .join_with(json!({
                 "type": "join", "room": "r", "nick": "cy",
@@ -638,7 +501,7 @@ async fn concurrent_senders_never_share_an_id() {
         let server = start(&["--chat-rate", "100000", "--chat-burst", "100000"]);
         let mut clients = Vec::new();
         for n in 0..SENDERS + 2 {
-            let mut client = Client::connect(&server).await;
+            let mut client = Client::connect(server.addr).await;
             client.join("busy", &format!("c{n}")).await;
             clients.push(client);
         }
@@ -690,7 +553,7 @@ async fn joining_while_messages_flow_loses_and_repeats_nothing() {
     bounded(async {
         const JOINERS: u64 = 8;
         let server = start(&["--chat-rate", "100000", "--chat-burst", "100000"]);
-        let mut flooder = Client::connect(&server).await;
+        let mut flooder = Client::connect(server.addr).await;
         flooder.join("flow", "flood").await;
         let stop = Arc::new(AtomicBool::new(false));
         let flood = tokio::spawn({
@@ -774,8 +637,8 @@ async fn joining_while_messages_flow_loses_and_repeats_nothing() {
 async fn a_dropped_connection_leaves_its_rooms() {
     bounded(async {
         let server = start(&[]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("a", "ann").await;
         ann.join("b", "ann").await;
         bob.join("a", "bob").await;
@@ -791,7 +654,7 @@ async fn a_dropped_connection_leaves_its_rooms() {
                 json!({"type": "presence", "room": "b", "event": "leave", "nick": "ann"}),
             ]
         );
-        let mut cy = Client::connect(&server).await;
+        let mut cy = Client::connect(server.addr).await;
         assert_eq!(cy.join("a", "cy").await["members"], json!(["bob", "cy"]));
     })
     .await;
@@ -803,8 +666,8 @@ async fn a_dropped_connection_leaves_its_rooms() {
 async fn a_message_published_over_http_is_stamped_and_kept() {
     bounded(async {
         let server = start(&["--api-token", "t0ken"]);
-        let mut ann = Client::connect(&server).await;
-        let mut bob = Client::connect(&server).await;
+        let mut ann = Client::connect(server.addr).await;
+        let mut bob = Client::connect(server.addr).await;
         ann.join("news", "ann").await;
         bob.join("news", "bob").await;
         ann.say("news", "before").await;
@@ -830,7 +693,7 @@ async fn a_message_published_over_http_is_stamped_and_kept() {
         }
 
         // Kept in the history: a newcomer recovering from `before` gets it.
-        let mut cat = Client::connect(&server).await;
+        let mut cat = Client::connect(server.addr).await;
         let joined = cat
             .join_with(json!({
                 "type": "join", "room": "news", "nick": "cat", "since": before, "epoch": epoch,

@@ -34,10 +34,29 @@ impl ChatClient {
     }
 
     pub async fn send(&mut self, request: Value) {
+        self.send_text(&request.to_string()).await;
+    }
+
+    /// Sends any text, valid request or not.
+    pub async fn send_text(&mut self, text: &str) {
         self.ws
-            .send(Message::Text(request.to_string().into()))
+            .send(Message::Text(text.into()))
             .await
             .expect("send");
+    }
+
+    /// Asserts that no event arrives for a while.
+    pub async fn expect_silence(&mut self, how_long: Duration) {
+        if let Some(event) = self.next_within(how_long).await {
+            panic!("expected nothing, got {event}");
+        }
+    }
+
+    /// Says something and waits for it to come back: proof the connection works.
+    pub async fn assert_usable(&mut self, room: &str) {
+        self.say(room, "still here").await;
+        let event = self.next_message(room).await;
+        assert_eq!(event["text"], "still here");
     }
 
     /// The next event within `limit` (pings and pongs skipped); `None` if none came.
