@@ -66,6 +66,18 @@ pub struct ProtocolSpec {
     /// protocol, for protocols that own their rooms' state (chat stamps ids and keeps history).
     /// `None`: it is broadcast to the room's members as it is.
     pub publish: Option<PublishHook>,
+    /// Whether the protocol's rooms are this node's or the whole cluster's.
+    pub scope: Scope,
+}
+
+/// Where a protocol's rooms live when several nodes form a cluster (`--broker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Each node has its own rooms (`lws-status`, `dumb-increment-protocol`); also protocols
+    /// that carry their rooms across the cluster themselves (`chat`, through the chat log).
+    Node,
+    /// A room's broadcasts reach its members on every node, through the broker.
+    Cluster,
 }
 
 /// Delivers an outside message to a room; resolves to the connections it reached.
@@ -102,6 +114,14 @@ pub(crate) struct Link {
     pub(crate) shard: Rc<ShardCore>,
     pub(crate) rooms: Vec<GroupKey>,
     pub(crate) mailbox: Option<Mailbox>,
+    /// Whether this connection's protocol is cluster-scoped ([`Scope::Cluster`]).
+    pub(crate) cluster: bool,
+}
+
+impl Link {
+    fn group(&self, room: &str) -> GroupKey {
+        GroupKey::scoped(self.info.protocol, room, self.cluster)
+    }
 }
 
 /// What a protocol can do, for the duration of one callback.
@@ -171,7 +191,7 @@ impl ProtocolCx<'_> {
 
     /// Joins a room of this protocol (rooms of different protocols never mix).
     pub fn join(&mut self, room: &str) {
-        let key = GroupKey::new(self.link.info.protocol, room);
+        let key = self.link.group(room);
         if !self.link.rooms.contains(&key) {
             self.link
                 .shard
@@ -184,7 +204,7 @@ impl ProtocolCx<'_> {
     }
 
     pub fn leave(&mut self, room: &str) {
-        let key = GroupKey::new(self.link.info.protocol, room);
+        let key = self.link.group(room);
         if let Some(position) = self.link.rooms.iter().position(|joined| *joined == key) {
             self.link.rooms.swap_remove(position);
             self.link.shard.leave(&key, self.link.info.id);
@@ -196,9 +216,10 @@ impl ProtocolCx<'_> {
     }
 
     /// Sends a message to every member of a room of this protocol, on every worker, this
-    /// connection included if it is a member. Returns the members reached on this worker.
+    /// connection included if it is a member (and on every node, for a cluster-scoped protocol).
+    /// Returns the members reached on this worker.
     pub fn broadcast(&mut self, room: &str, message: &Message) -> usize {
-        let key = GroupKey::new(self.link.info.protocol, room);
+        let key = self.link.group(room);
         self.link.shard.broadcast(&key, Frame::message(message))
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     message::Message,
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
-    protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx},
+    protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx, Scope},
     registry,
     slots::SessionSlot,
     status_board,
@@ -42,6 +42,8 @@ impl Session {
         slot: Option<SessionSlot>,
     ) -> Session {
         let protocol_index = crate::protocols::position(info.protocol);
+        let cluster = protocol_index
+            .is_some_and(|index| crate::protocols::ALL[index].scope == Scope::Cluster);
         Session {
             _slot: slot,
             protocol_index,
@@ -52,6 +54,7 @@ impl Session {
                 shard: registry::local_shard(),
                 rooms: Vec::new(),
                 mailbox: None,
+                cluster,
             },
             assembler: Assembler::new(max_message_size),
         }

@@ -185,6 +185,25 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_KEEP_ALIVE", default_value = "5", value_parser = parse_duration)]
     pub keep_alive: Duration,
 
+    /// Run as one node of a cluster through this Redis (redis://HOST:PORT[/DB]); unset: a single
+    /// node with everything in memory.
+    #[arg(long, env = "SWITCHBOARD_BROKER")]
+    pub broker: Option<String>,
+
+    /// This node's name in the cluster (presence, logs) [default: random, logged at start].
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Cluster: a node that stops without saying goodbye has its chat members leave within this
+    /// time.
+    #[arg(long, env = "SWITCHBOARD_PRESENCE_TTL", default_value = "30", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// Cluster: how often each node checks end to end that its broker subscription still
+    /// delivers (it reconnects when the check fails).
+    #[arg(long, env = "SWITCHBOARD_BROKER_CHECK_INTERVAL", default_value = "5", value_parser = parse_duration)]
+    pub broker_check_interval: Duration,
+
     /// chat: messages a connection may send in a burst above --chat-rate.
     #[arg(long, env = "SWITCHBOARD_CHAT_BURST", default_value = "40", value_parser = parse_positive_rate)]
     pub chat_burst: f64,

@@ -11,7 +11,13 @@ use std::{
 
 use actix_web::{dev::Extensions, http::KeepAlive, rt::net::TcpStream, web, App, HttpServer};
 use switchboard_actors::{
-    metrics::METRICS, registry, slots::SessionSlots, ConnectionFd, SessionConfig,
+    metrics::METRICS,
+    registry::{
+        self,
+        broker::{self, broker, BrokerError, RedisBroker, RedisSettings},
+    },
+    slots::SessionSlots,
+    ConnectionFd, SessionConfig,
 };
 
 use crate::{
@@ -39,6 +45,8 @@ pub enum StartError {
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
     #[error("server stopped with an error: {0}")]
     Run(io::Error),
 }
@@ -68,6 +76,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if config.daemon {
         lifecycle::daemonize()?;
     }
+
+    // After the fork of --daemon: the broker's thread would not survive it.
+    let node_id = start_broker(&config)?;
 
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
@@ -108,6 +119,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             "switchboard listening on {bound} ({workers} workers, file-descriptor limit {fd_limit}, \
              at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
         );
+        match &config.broker {
+            Some(url) => log::info!("node id {node_id}, cluster broker {url}"),
+            None => log::info!("node id {node_id}, single node (no --broker)"),
+        }
         let static_files = web::Data::new(static_files);
         let uploads = web::Data::new(http::Uploads {
             dir: config.upload_dir.clone(),
@@ -199,6 +214,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
             while METRICS.sessions_open.get() > 0 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // The rest of the cluster sees this node's members leave now, not at --presence-ttl.
+            let _ = actix_web::rt::task::spawn_blocking(|| {
+                broker().retire(Duration::from_secs(2));
+            })
+            .await;
             // Then stop: in-flight HTTP requests may finish, within the same deadline.
             tokio::select! {
                 () = handle.stop(true) => {}
@@ -217,6 +237,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
     });
     drop(pid_file);
     result
+}
+
+/// Joins the cluster's broker (`--broker`), or stays a single node; returns the node id.
+fn start_broker(config: &Config) -> Result<String, StartError> {
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| broker::new_epoch()[..8].to_owned());
+    if let Some(url) = &config.broker {
+        let redis = RedisBroker::start(RedisSettings {
+            url: url.clone(),
+            node_id: node_id.clone(),
+            presence_ttl: config.presence_ttl.max(Duration::from_secs(1)),
+            check_interval: config.broker_check_interval.max(Duration::from_millis(100)),
+            history: config.history,
+        })?;
+        broker::install(redis, node_id.clone());
+    } else {
+        broker::install(std::sync::Arc::new(broker::Local), node_id.clone());
+    }
+    Ok(node_id)
 }
 
 fn keep_alive(idle: Duration) -> KeepAlive {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::{
     close::code,
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec},
+    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
@@ -19,6 +19,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
         })
     },
     publish: None,
+    scope: Scope::Node,
 };
 
 struct DumbIncrement {

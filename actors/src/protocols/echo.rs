@@ -2,13 +2,14 @@
 
 use crate::{
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec},
+    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "echo",
     open: |_, _| Box::new(Echo),
     publish: None,
+    scope: Scope::Node,
 };
 
 struct Echo;

@@ -4,13 +4,14 @@
 
 use crate::{
     message::Message,
-    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec},
+    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "lws-mirror-protocol",
     open: |info, _| Box::new(Mirror::new(info)),
     publish: None,
+    scope: Scope::Cluster,
 };
 
 struct Mirror {

@@ -4,7 +4,7 @@
 
 use crate::{
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec},
+    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
     status_board,
 };
 
@@ -12,6 +12,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: status_board::STATUS_PROTOCOL,
     open: |_, _| Box::new(Status),
     publish: None,
+    scope: Scope::Node,
 };
 
 struct Status;

@@ -12,7 +12,7 @@ use std::{
 use actix::{Actor, AsyncContext, Context, Handler, Message as ActixMessage};
 use indexmap::IndexMap;
 
-use super::{directory, flush::Flush, GroupKey};
+use super::{broker::broker, directory, flush::Flush, GroupKey};
 use crate::{
     close::CloseError,
     metrics::METRICS,
@@ -68,10 +68,19 @@ pub fn local_shard() -> Rc<ShardCore> {
 }
 
 /// Broadcasts from anywhere (any thread, no sending connection): one message to every shard,
-/// this thread's included, each delivering to its local members. Messages published from one
-/// thread reach every member in the order they were published.
+/// this thread's included, each delivering to its local members (and, for a cluster group, to
+/// the other nodes). Messages published from one thread reach every member in the order they
+/// were published.
 pub fn publish(key: &GroupKey, frame: Frame) {
     METRICS.broadcasts.inc();
+    if key.is_cluster() {
+        broker().publish(key, &frame);
+    }
+    deliver_from_broker(key, frame);
+}
+
+/// A broadcast that another node sent: to this node's members, on every shard.
+pub(crate) fn deliver_from_broker(key: &GroupKey, frame: Frame) {
     directory::for_each_other(usize::MAX, |shard| {
         shard.do_send(RemoteBroadcast {
             key: key.clone(),
@@ -85,6 +94,9 @@ pub fn publish(key: &GroupKey, frame: Frame) {
 /// so it keeps its place among the caller's other publications.
 pub fn publish_counted(key: &GroupKey, frame: Frame) -> impl Future<Output = usize> + 'static {
     METRICS.broadcasts.inc();
+    if key.is_cluster() {
+        broker().publish(key, &frame);
+    }
     let mut replies = Vec::new();
     directory::for_each_other(usize::MAX, |shard| {
         replies.push(shard.send(CountedBroadcast {
@@ -126,27 +138,44 @@ impl ShardCore {
         self.sessions.borrow_mut().swap_remove(&id);
     }
 
+    /// Adds a member; the first member of a cluster group on this shard makes the node
+    /// interested in the group's traffic from other nodes.
     pub fn join(&self, key: &GroupKey, id: SessionId, outbox: &Rc<Outbox>) {
-        self.groups
-            .borrow_mut()
-            .entry(key.clone())
-            .or_default()
-            .insert(id, outbox.clone());
-    }
-
-    pub fn leave(&self, key: &GroupKey, id: SessionId) {
-        let mut groups = self.groups.borrow_mut();
-        if let Some(members) = groups.get_mut(key) {
-            members.swap_remove(&id);
-            if members.is_empty() {
-                groups.remove(key);
-            }
+        let first = {
+            let mut groups = self.groups.borrow_mut();
+            let members = groups.entry(key.clone()).or_default();
+            let first = members.is_empty();
+            members.insert(id, outbox.clone());
+            first
+        };
+        if first && key.is_cluster() {
+            broker().interest(key, true);
         }
     }
 
-    /// Sends to every member of the group on every worker; returns the local members reached.
+    pub fn leave(&self, key: &GroupKey, id: SessionId) {
+        let emptied = {
+            let mut groups = self.groups.borrow_mut();
+            match groups.get_mut(key) {
+                Some(members) => {
+                    members.swap_remove(&id);
+                    members.is_empty() && groups.remove(key).is_some()
+                }
+                None => false,
+            }
+        };
+        if emptied && key.is_cluster() {
+            broker().interest(key, false);
+        }
+    }
+
+    /// Sends to every member of the group on every worker (and, for a cluster group, on every
+    /// node); returns the members reached on this worker.
     pub fn broadcast(&self, key: &GroupKey, frame: Frame) -> usize {
         METRICS.broadcasts.inc();
+        if key.is_cluster() {
+            broker().publish(key, &frame);
+        }
         directory::for_each_other(self.index, |shard| {
             shard.do_send(RemoteBroadcast {
                 key: key.clone(),

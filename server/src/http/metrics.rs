@@ -18,7 +18,7 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
 };
-use switchboard_actors::{metrics::METRICS, protocols};
+use switchboard_actors::{metrics::METRICS, protocols, registry::broker::broker};
 
 use crate::state::ServerState;
 
@@ -227,6 +227,39 @@ impl Collector for SwitchboardCollector {
             "switchboard_file_descriptor_limit",
             "RLIMIT_NOFILE in force",
             self.state.fd_limit,
+        )?;
+        let Some(broker) = broker().status() else {
+            return Ok(());
+        };
+        gauge(
+            e,
+            "switchboard_broker_connected",
+            "1 while the cluster's broker is connected",
+            u64::from(broker.connected),
+        )?;
+        counter(
+            e,
+            "switchboard_broker_reconnects",
+            "Connections to the broker made again after a loss",
+            broker.reconnects,
+        )?;
+        counter(
+            e,
+            "switchboard_broker_publish_failures",
+            "Broker commands that failed (publishes, chat steps, heartbeats)",
+            broker.publish_failures,
+        )?;
+        counter(
+            e,
+            "switchboard_broker_unrouted",
+            "Broadcasts delivered on this node that could not reach the other nodes",
+            broker.unrouted,
+        )?;
+        gauge(
+            e,
+            "switchboard_broker_channels",
+            "Broker channels this node subscribes to (rooms with members here)",
+            broker.channels,
         )
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchboard_actors::{
     outbox::Frame,
+    protocol::Scope,
     protocols,
     registry::{publish_counted, GroupKey},
     Message,
@@ -72,7 +73,7 @@ pub async fn publish(
         // The protocol owns its rooms' state (chat: ids, history): it delivers.
         Some(deliver) => deliver(&request.room, text).await,
         None => {
-            let key = GroupKey::new(spec.name, &request.room);
+            let key = GroupKey::scoped(spec.name, &request.room, spec.scope == Scope::Cluster);
             publish_counted(&key, Frame::message(&Message::Text(text))).await
         }
     };

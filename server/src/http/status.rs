@@ -2,7 +2,11 @@
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
-use switchboard_actors::{metrics::METRICS, protocols};
+use switchboard_actors::{
+    metrics::METRICS,
+    protocols,
+    registry::broker::{broker, node_id},
+};
 
 use crate::state::ServerState;
 
@@ -15,8 +19,21 @@ pub async fn status(state: web::Data<ServerState>) -> HttpResponse {
             (spec.name.to_owned(), json!(open))
         })
         .collect();
+    let broker = broker().status().map(|status| {
+        json!({
+            "url": status.url,
+            "connected": status.connected,
+            "reconnects": status.reconnects,
+            "publish_failures": status.publish_failures,
+            "unrouted": status.unrouted,
+            "last_error": status.last_error,
+            "channels": status.channels,
+        })
+    });
     HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "node_id": node_id(),
+        "broker": broker,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "draining": state.is_draining(),
         "workers": state.workers,

@@ -1,5 +1,6 @@
 //! Everything a client can do wrong, and the one place that maps it to the `code` of an `error`
-//! event. None of these closes the connection: the request is refused, the connection stays.
+//! event. None of these closes the connection: the request is refused (or, for `history_lost`,
+//! the client is told of a gap), the connection stays.
 
 /// Why a client's request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -32,6 +33,12 @@ pub enum ChatError {
     NotInRoom(String),
     #[error("more than {rate} messages per second (burst {burst}); this one was dropped")]
     RateLimited { rate: f64, burst: f64 },
+    #[error("the cluster's broker cannot be reached; nothing was sent, try again")]
+    Unavailable,
+    #[error(
+        "messages of room \"{0}\" were missed and are no longer kept; join it again to get what is"
+    )]
+    HistoryLost(String),
 }
 
 impl ChatError {
@@ -52,6 +59,16 @@ impl ChatError {
             ChatError::AlreadyInRoom(_) => "already_in_room",
             ChatError::NotInRoom(_) => "not_in_room",
             ChatError::RateLimited { .. } => "rate_limited",
+            ChatError::Unavailable => "unavailable",
+            ChatError::HistoryLost(_) => "history_lost",
+        }
+    }
+
+    /// The room the error is about, for errors that concern a whole room rather than a request.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            ChatError::HistoryLost(room) => Some(room),
+            _ => None,
         }
     }
 }

@@ -31,6 +31,7 @@
 //! Leaving is the mirror image: the session leaves the group at once, so nothing of the room
 //! arrives after the client asked to leave except the owner's `left`.
 
+mod cluster;
 mod error;
 mod limits;
 mod room;
@@ -44,13 +45,13 @@ use actix::Addr;
 use self::{
     error::ChatError,
     limits::{check_room, Limits, TokenBucket},
-    rooms::{reply_room, ChatRooms, ToRooms},
+    rooms::{reply_room, ChatRooms, JoinRefused, ToRooms},
     wire::{Event, Request},
 };
 use crate::{
     config::ProtocolSettings,
     message::Message,
-    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec},
+    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
     SessionId,
 };
 
@@ -58,6 +59,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: rooms::PROTOCOL,
     open: |info, settings| Box::new(Chat::new(info, settings)),
     publish: Some(rooms::announce),
+    scope: Scope::Node,
 };
 
 /// One chat connection: its nick, the rooms it asked to be in, its rate limit.
@@ -150,6 +152,7 @@ impl Chat {
             nick,
             since,
             epoch,
+            mailbox: cx.mailbox(),
         });
         Ok(())
     }
@@ -202,6 +205,17 @@ impl Protocol for Chat {
         if let Err(error) = self.handle(cx, message) {
             cx.send_text(Event::error(&error));
         }
+    }
+
+    /// A join the owner could not do (cluster: broker unreachable): the connection is not in
+    /// the room, and is told so.
+    fn on_event(&mut self, cx: &mut ProtocolCx<'_>, event: Box<dyn std::any::Any + Send>) {
+        let Ok(refused) = event.downcast::<JoinRefused>() else {
+            return;
+        };
+        self.rooms.retain(|joined| *joined != refused.room);
+        cx.leave(&refused.room);
+        cx.send_text(Event::error(&refused.error));
     }
 
     /// Others in its rooms see it leave; the registry groups are left by the session.

@@ -2,8 +2,7 @@
 //! all rooms ([`super::rooms::ChatRooms`]) touches it, so ids are stamped in one place.
 
 use std::{
-    collections::{hash_map::RandomState, VecDeque},
-    hash::BuildHasher,
+    collections::VecDeque,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -41,7 +40,7 @@ impl Room {
     /// A new room keeping the last `capacity` messages (`--history`).
     pub fn new(capacity: usize, now: Instant) -> Room {
         Room {
-            epoch: new_epoch(),
+            epoch: crate::registry::broker::new_epoch(),
             last_id: 0,
             history: VecDeque::with_capacity(capacity.min(1024)),
             capacity,
@@ -50,14 +49,51 @@ impl Room {
         }
     }
 
-    #[cfg(test)]
+    /// A node's copy of a room whose log is kept in the cluster's broker: its epoch, last id
+    /// and kept messages as the log has them. Members are the log's, not kept here.
+    pub fn restore(
+        capacity: usize,
+        epoch: String,
+        last_id: u64,
+        kept: Vec<(u64, ByteString)>,
+    ) -> Room {
+        let mut room = Room {
+            epoch,
+            last_id,
+            history: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            members: IndexMap::new(),
+            empty_since: None,
+        };
+        for (id, event) in kept {
+            room.keep(id, event);
+        }
+        room.last_id = last_id;
+        room
+    }
+
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
 
-    #[cfg(test)]
     pub fn last_id(&self) -> u64 {
         self.last_id
+    }
+
+    /// Records a message stamped elsewhere (by the cluster's log) as the room's latest.
+    pub fn append(&mut self, id: u64, event: ByteString) {
+        self.keep(id, event);
+        self.last_id = id;
+    }
+
+    fn keep(&mut self, id: u64, event: ByteString) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.history.len() == self.capacity {
+            self.history.pop_front();
+        }
+        self.history.push_back(Stored { id, event });
     }
 
     pub fn add_member(&mut self, conn: SessionId, nick: &str) {
@@ -105,15 +141,7 @@ impl Room {
             text,
         }
         .encode();
-        if self.capacity > 0 {
-            if self.history.len() == self.capacity {
-                self.history.pop_front();
-            }
-            self.history.push_back(Stored {
-                id: self.last_id,
-                event: event.clone(),
-            });
-        }
+        self.keep(self.last_id, event.clone());
         event
     }
 
@@ -149,12 +177,24 @@ impl Room {
         since: Option<u64>,
         epoch: Option<&str>,
     ) -> ByteString {
+        self.joined_with(room, nick, self.members(), since, epoch)
+    }
+
+    /// [`Room::joined`] with the members given (those of the whole cluster).
+    pub fn joined_with(
+        &self,
+        room: &str,
+        nick: &str,
+        members: Vec<&str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> ByteString {
         let recovery = self.recover(since, epoch);
         Event::Joined {
             room,
             epoch: &self.epoch,
             nick,
-            members: self.members(),
+            members,
             last_id: self.last_id,
             recovered: recovery.recovered,
             history: recovery.history.into_iter().map(wire::raw).collect(),
@@ -168,21 +208,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-/// A new epoch: 64 random bits as hex, so epochs differ across rooms and server restarts. The
-/// randomness is std's per-process hash keys, mixed with the time and a counter.
-fn new_epoch() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:016x}",
-        RandomState::new().hash_one((nanos, count, std::process::id()))
-    )
 }
 
 #[cfg(test)]
@@ -254,6 +279,26 @@ mod tests {
         assert!(!room.recover(Some(3), epoch).recovered);
         let fresh = room_with(0, 0);
         assert!(fresh.recover(Some(0), Some(fresh.epoch())).recovered);
+    }
+
+    #[test]
+    fn a_restored_room_recovers_like_the_original() {
+        let original = room_with(3, 5);
+        let kept = original
+            .history
+            .iter()
+            .map(|stored| (stored.id, stored.event.clone()))
+            .collect();
+        let mut copy = Room::restore(3, original.epoch().to_owned(), 5, kept);
+        let recovery = copy.recover(Some(3), Some(original.epoch()));
+        assert!(recovery.recovered);
+        assert_eq!(ids(&recovery), [4, 5]);
+        let mut original = original;
+        let next = original.say("r", "ann", "six", 0);
+        copy.append(6, next);
+        assert_eq!(copy.last_id(), 6);
+        assert_eq!(ids(&copy.recover(None, None)), [4, 5, 6]);
+        assert!(!copy.recover(Some(2), Some(original.epoch())).recovered);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The single owner of every chat room: one actor per process, on its own thread.
+//! The single owner of every chat room: one actor per process, on its own thread. In a cluster
+//! it owns this node's copies of the rooms, fed by the cluster's chat log ([`super::cluster`]).
 //!
 //! Connections live on many workers, but a room's ids, history and member list must have exactly
 //! one writer, or two workers could stamp the same id. So every request that changes a room is
@@ -26,13 +27,16 @@ use actix::{
 use bytestring::ByteString;
 
 use super::{
+    cluster::Cluster,
+    error::ChatError,
     room::{now_ms, Room},
     wire::{Event, Presence},
 };
 use crate::{
     message::Message,
     outbox::Frame,
-    registry::{publish, publish_counted, GroupKey},
+    protocol::Mailbox,
+    registry::{broker::broker, publish, publish_counted, GroupKey},
     SessionId,
 };
 
@@ -52,7 +56,7 @@ pub fn reply_room(conn: SessionId) -> String {
 
 /// What connections ask of the owner. Validation (sizes, rates, membership) is done before, on
 /// the connection's thread; these are the requests that passed.
-#[derive(Debug, ActixMessage)]
+#[derive(ActixMessage)]
 #[rtype(result = "()")]
 pub enum ToRooms {
     Join {
@@ -61,6 +65,8 @@ pub enum ToRooms {
         nick: String,
         since: Option<u64>,
         epoch: Option<String>,
+        /// Where to say that the join could not be done (cluster: the broker is unreachable).
+        mailbox: Mailbox,
     },
     Leave {
         conn: SessionId,
@@ -79,6 +85,12 @@ pub enum ToRooms {
     Gone {
         conn: SessionId,
     },
+}
+
+/// Tells a connection's protocol that its join was refused: it is not in the room after all.
+pub struct JoinRefused {
+    pub room: String,
+    pub error: ChatError,
 }
 
 /// The process's owner of rooms, started on first use.
@@ -100,6 +112,7 @@ pub fn owner(history: usize) -> Addr<ChatRooms> {
                 history,
                 rooms: HashMap::new(),
                 conns: HashMap::new(),
+                cluster: broker().chat().map(|log| Cluster::new(log, history)),
             });
             Owner {
                 addr,
@@ -147,6 +160,9 @@ impl Handler<Announce> for ChatRooms {
     type Result = MessageResult<Announce>;
 
     fn handle(&mut self, announce: Announce, _: &mut Context<Self>) -> Self::Result {
+        if self.cluster.is_some() {
+            return MessageResult(self.cluster_announce(&announce.room, &announce.text));
+        }
         let Some(state) = self.rooms.get_mut(&announce.room) else {
             let nobody: Reach = Box::pin(std::future::ready(0));
             return MessageResult(nobody);
@@ -159,29 +175,41 @@ impl Handler<Announce> for ChatRooms {
 }
 
 /// What the owner knows of a connection: its nick and the rooms it is in.
-struct Conn {
-    nick: String,
-    rooms: Vec<String>,
+pub(super) struct Conn {
+    pub(super) nick: String,
+    pub(super) rooms: Vec<String>,
 }
 
 pub struct ChatRooms {
     history: usize,
+    /// Every room (single node); unused in a cluster, where [`Cluster`] keeps copies.
     rooms: HashMap<String, Room>,
-    conns: HashMap<SessionId, Conn>,
+    pub(super) conns: HashMap<SessionId, Conn>,
+    /// With a broker: the cluster's rooms.
+    pub(super) cluster: Option<Cluster>,
 }
 
 impl Actor for ChatRooms {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(SWEEP_PERIOD, |rooms, _| rooms.forget_empty(Instant::now()));
+        ctx.run_interval(SWEEP_PERIOD, |rooms, ctx| {
+            if rooms.cluster.is_some() {
+                rooms.keep_rooms(ctx);
+            } else {
+                rooms.forget_empty(Instant::now());
+            }
+        });
     }
 }
 
 impl Handler<ToRooms> for ChatRooms {
     type Result = ();
 
-    fn handle(&mut self, request: ToRooms, _: &mut Context<Self>) {
+    fn handle(&mut self, request: ToRooms, ctx: &mut Context<Self>) {
+        if self.cluster.is_some() {
+            return self.cluster_request(request, ctx);
+        }
         match request {
             ToRooms::Join {
                 conn,
@@ -189,6 +217,7 @@ impl Handler<ToRooms> for ChatRooms {
                 nick,
                 since,
                 epoch,
+                ..
             } => self.join(conn, room, nick, since, epoch.as_deref()),
             ToRooms::Leave { conn, room } => self.leave(conn, &room),
             ToRooms::Say { conn, room, text } => self.say(conn, &room, &text),
@@ -330,8 +359,8 @@ impl ChatRooms {
     }
 }
 
-/// Sends an event to every member of a room, on every worker.
-fn publish_room(room: &str, event: ByteString) {
+/// Sends an event to every member of a room, on every worker (of this node).
+pub(super) fn publish_room(room: &str, event: ByteString) {
     publish(
         &GroupKey::new(PROTOCOL, room),
         Frame::message(&Message::Text(event)),
@@ -339,6 +368,6 @@ fn publish_room(room: &str, event: ByteString) {
 }
 
 /// Sends an event to one connection, in order with the room events (see the module docs).
-fn reply(conn: SessionId, event: ByteString) {
+pub(super) fn reply(conn: SessionId, event: ByteString) {
     publish_room(&reply_room(conn), event);
 }

@@ -112,6 +112,9 @@ pub enum Event<'a> {
     },
     Error {
         code: &'a str,
+        /// The room of an error about a whole room (`history_lost`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
         message: &'a str,
     },
 }
@@ -126,6 +129,7 @@ impl Event<'_> {
     pub fn error(error: &ChatError) -> ByteString {
         Event::Error {
             code: error.code(),
+            room: error.room(),
             message: &error.to_string(),
         }
         .encode()
