@@ -45,9 +45,10 @@ cleanup() {
   local status=$?
   set +e
   if [ "$COMPOSE_UP" = 1 ]; then
+    "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml logs --no-color >"$LOGS/compose.log" 2>&1
     if [ "$status" != 0 ]; then
-      echo "docker test: the cluster's last log lines:" >&2
-      "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml logs --no-color --tail 30 >&2 2>&1
+      echo "docker test: the cluster's last log lines (all of them in target/docker-test/compose.log):" >&2
+      grep -v ' "GET /readyz ' "$LOGS/compose.log" | tail -n 40 >&2
     fi
     "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml down -v --remove-orphans -t 5 >/dev/null 2>&1
   fi
@@ -98,7 +99,7 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))')
   export SWITCHBOARD_IMAGE="$IMAGE" SWITCHBOARD_PORT_1="$P1" SWITCHBOARD_PORT_2="$P2" SWITCHBOARD_PORT_3="$P3"
-  export SWITCHBOARD_API_TOKEN="token-$ID" SWITCHBOARD_PRESENCE_TTL=6s
+  export SWITCHBOARD_API_TOKEN="token-$ID" SWITCHBOARD_PRESENCE_TTL=6s SWITCHBOARD_BROKER_CHECK_INTERVAL=2s
   # The containers' file limit: 1048576, or this machine's hard limit when that is lower
   # (runc cannot raise it past the engine's own).
   hard="$(ulimit -Hn)"
@@ -108,7 +109,7 @@ print(*(s.getsockname()[1] for s in socks))')
   "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml up -d --no-build >"$LOGS/compose-up.log" 2>&1 \
     || { cat "$LOGS/compose-up.log" >&2; die "compose up failed"; }
   check cluster --project "$PROJECT" --compose "${COMPOSE[*]} -p $PROJECT -f docker/compose.yaml" \
-    --ports "$P1,$P2,$P3" --token "$SWITCHBOARD_API_TOKEN" --presence-ttl 6
+    --ports "$P1,$P2,$P3" --token "$SWITCHBOARD_API_TOKEN" --presence-ttl 6 --check-interval 2
   "${COMPOSE[@]}" -p "$PROJECT" -f docker/compose.yaml down -v --remove-orphans -t 5 >/dev/null 2>&1
   COMPOSE_UP=0
 fi
