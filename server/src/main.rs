@@ -4,6 +4,7 @@ mod config;
 mod config_file;
 mod http;
 mod lifecycle;
+mod probe;
 mod server;
 mod state;
 mod units;
@@ -12,6 +13,14 @@ mod ws;
 use config::Config;
 
 fn main() {
+    // `switchboard probe URL`: a health check for images without curl (see probe.rs).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "probe") {
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        std::process::exit(probe::run(&args));
+    }
     let config = Config::from_args();
     lifecycle::init_logging(&config);
     if let Err(err) = server::run(config) {
