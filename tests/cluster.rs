@@ -654,6 +654,27 @@ async fn presence_spans_the_nodes_and_a_killed_nodes_members_leave_within_the_tt
     .await;
 }
 
+/// Two chat members of `room`, each `(nick, node index)`: the second sees both in `joined`, the
+/// first sees the second arrive.
+async fn two_members(
+    cluster: &Cluster,
+    room: &str,
+    (first, first_node): (&str, usize),
+    (second, second_node): (&str, usize),
+) -> (ChatClient, ChatClient) {
+    let mut a = ChatClient::connect(cluster.nodes[first_node].addr).await;
+    let mut b = ChatClient::connect(cluster.nodes[second_node].addr).await;
+    a.join(room, first).await;
+    let mut both = [first, second];
+    both.sort_unstable();
+    assert_eq!(sorted_members(&b.join(room, second).await), both);
+    assert_eq!(
+        a.next_presence_within(room, ANSWER).await,
+        Some(json!({"type": "presence", "room": room, "event": "join", "nick": second}))
+    );
+    (a, b)
+}
+
 /// A broker frozen for longer than a presence mark lives (every mark expires meanwhile, since
 /// nobody can refresh one) takes no live node for dead: when it thaws, the members of every node
 /// are still there, and nobody is told that anyone left.
@@ -665,14 +686,7 @@ async fn a_broker_outage_longer_than_the_presence_ttl_makes_nobody_leave() {
     };
     bounded(Duration::from_secs(90), async {
         let mut cluster = Cluster::start(redis, NODES, &[]).await;
-        let mut ann = ChatClient::connect(cluster.nodes[0].addr).await;
-        let mut bob = ChatClient::connect(cluster.nodes[1].addr).await;
-        ann.join("lounge", "ann").await;
-        bob.join("lounge", "bob").await;
-        assert_eq!(
-            ann.next_presence_within("lounge", ANSWER).await,
-            Some(json!({"type": "presence", "room": "lounge", "event": "join", "nick": "bob"}))
-        );
+        let (mut ann, mut bob) = two_members(&cluster, "lounge", ("ann", 0), ("bob", 1)).await;
 
         cluster.redis.stop();
         tokio::time::sleep(PRESENCE_TTL + Duration::from_secs(1)).await;
@@ -718,14 +732,7 @@ async fn a_node_stopped_with_sigterm_has_its_members_leave_at_once() {
     };
     bounded(Duration::from_secs(90), async {
         let mut cluster = Cluster::start(redis, NODES, &["--presence-ttl", "30s"]).await;
-        let mut ann = ChatClient::connect(cluster.nodes[0].addr).await;
-        let mut cy = ChatClient::connect(cluster.nodes[2].addr).await;
-        ann.join("hall", "ann").await;
-        assert_eq!(sorted_members(&cy.join("hall", "cy").await), ["ann", "cy"]);
-        assert_eq!(
-            ann.next_presence_within("hall", ANSWER).await,
-            Some(json!({"type": "presence", "room": "hall", "event": "join", "nick": "cy"}))
-        );
+        let (mut ann, mut cy) = two_members(&cluster, "hall", ("ann", 0), ("cy", 2)).await;
         // cy's client answers the server's close like a browser would.
         let cy_reader = tokio::spawn(async move {
             while let Ok(Some(Ok(_))) = timeout(Duration::from_secs(30), cy.ws.next()).await {}
