@@ -600,12 +600,18 @@ async def cluster(args):
     limit = c.ttl * 4 / 3 + 5
     await cat.wait_presence("lobby", "leave", "bob", limit=limit, start=mark[cat])
     left_after = time.monotonic() - cut
-    # bob is still connected to node2: a leave seen within a second of the cut was decided
-    # before it, while node2 was reachable.
-    require(left_after >= 1.0, f"bob (connected, on a reachable node2) was reported gone "
-            f"{left_after:.2f} s after the cut: {cat.events(mark[cat])}")
-    ok(f"node2 cut off: node3's members saw node2's member leave after {left_after:.1f} s "
-       f"(presence TTL {c.ttl:g} s)")
+    log(f"bob's connection after the cut: {bob.closed or 'open'}; ann's: {ann.closed or 'open'}")
+    if left_after < 1.0:
+        # Within a second of the cut, a leave is right only if bob really left: the engine may
+        # end the connections that reached node2 through its published port when it cuts node2
+        # off. A leave of a member whose connection is still open would have been decided
+        # before the cut, while node2 was reachable.
+        await bob.wait_closed(2)
+        ok(f"node2 cut off: its clients' connections ended with it ({bob.closed}), and node3's "
+           f"members saw them leave at once ({left_after:.2f} s)")
+    else:
+        ok(f"node2 cut off: node3's members saw node2's member leave after {left_after:.1f} s "
+           f"(presence TTL {c.ttl:g} s)")
     # ann moved to node2 earlier and is cut off with it: chat on node1 <-> node3 goes on.
     dan = await open_chat(n1, "dan@node1")
     await dan.join("lobby", "dan")
