@@ -26,7 +26,7 @@ use support::{
         CHECK_INTERVAL, PRESENCE_TTL, RECONNECT,
     },
     redis::{command_within, free_port, read_reply, redis_server_or_skip, Redis, Resp},
-    ws_client::{connect_ready, join_mirror, raise_fd_limit, Ws},
+    ws_client::{connect_ready, join_mirror, parse_tag, raise_fd_limit, Ws},
 };
 use tokio::{task::JoinSet, time::timeout};
 use tokio_tungstenite::tungstenite::Message;
@@ -80,15 +80,6 @@ async fn publish(node: &support::Server, body: Value) -> (u16, Value) {
         code,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// "sender-I seq-N" → (I, N).
-fn parse_tag(text: &str) -> Option<(usize, usize)> {
-    let (sender, seq) = text.split_once(' ')?;
-    Some((
-        sender.strip_prefix("sender-")?.parse().ok()?,
-        seq.strip_prefix("seq-")?.parse().ok()?,
-    ))
 }
 
 // ---------------------------------------------------------------------------------------------

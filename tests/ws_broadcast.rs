@@ -13,7 +13,7 @@ use std::{
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use support::{
     raw_ws::{OutFrame, RawWs, StreamEnd, OP_TEXT},
-    ws_client::{join_mirror, raise_fd_limit, Ws},
+    ws_client::{join_mirror, parse_tag, raise_fd_limit, Ws},
     Server,
 };
 use tokio::{task::JoinSet, time::timeout};
@@ -220,15 +220,6 @@ async fn a_thousand_members_get_every_message_in_order() {
     timeout(Duration::from_secs(60), test)
         .await
         .expect("the broadcast completes within 60 s");
-}
-
-/// "sender-I seq-N" → (I, N).
-fn parse_tag(text: &str) -> Option<(usize, usize)> {
-    let (sender, seq) = text.split_once(' ')?;
-    Some((
-        sender.strip_prefix("sender-")?.parse().ok()?,
-        seq.strip_prefix("seq-")?.parse().ok()?,
-    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

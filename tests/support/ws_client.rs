@@ -156,3 +156,12 @@ pub fn server_socket_for(
         .into_iter()
         .find(|socket| socket.peer_port == client_port)
 }
+
+/// A broadcast test's message tag, "sender-I seq-N" → (I, N).
+pub fn parse_tag(text: &str) -> Option<(usize, usize)> {
+    let (sender, seq) = text.split_once(' ')?;
+    Some((
+        sender.strip_prefix("sender-")?.parse().ok()?,
+        seq.strip_prefix("seq-")?.parse().ok()?,
+    ))
+}
