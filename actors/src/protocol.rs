@@ -138,6 +138,8 @@ pub(crate) struct Link {
     /// Who the connection is now: the handshake's identity, or the one of a later refresh.
     /// The session closes the connection when it expires.
     pub(crate) identity: Option<Arc<Identity>>,
+    /// Set when the protocol renews the identity: the session then watches the new expiry.
+    pub(crate) renewed: bool,
 }
 
 impl Link {
@@ -165,6 +167,7 @@ impl ProtocolCx<'_> {
     /// protocol checks that it is the same `sub`); the connection now expires with it.
     pub fn renew_identity(&mut self, identity: Arc<Identity>) {
         self.link.identity = Some(identity);
+        self.link.renewed = true;
     }
 
     /// Bytes queued for this connection's socket that it has not taken yet.

@@ -36,6 +36,8 @@ pub struct Session {
     protocol_index: Option<usize>,
     /// The token expiry the protocol was last told about ([`Protocol::on_expiring`]).
     expiry_told: Option<u64>,
+    /// The current chain of expiry timers; a renewal starts a new one and ends the old.
+    expiry_watch: u64,
 }
 
 impl Session {
@@ -56,8 +58,10 @@ impl Session {
             protocol_index,
             protocol,
             expiry_told: None,
+            expiry_watch: 0,
             link: Link {
                 identity,
+                renewed: false,
                 info: Rc::new(info),
                 outbox,
                 shard: registry::local_shard(),
@@ -76,19 +80,32 @@ impl Session {
         ctx.stop();
     }
 
-    fn deliver(&mut self, message: Message) {
+    fn deliver(&mut self, message: Message, ctx: &mut SessionContext) {
         METRICS.messages_in.inc();
         METRICS.bytes_in.add(message.len() as u64);
         let mut cx = ProtocolCx {
             link: &mut self.link,
         };
         self.protocol.on_message(&mut cx, message);
+        self.after_renewal(ctx);
+    }
+
+    /// After a protocol callback: a renewed identity (a refresh) may expire earlier or later
+    /// than the one watched, so its expiry is watched from now on instead.
+    fn after_renewal(&mut self, ctx: &mut SessionContext) {
+        if std::mem::take(&mut self.link.renewed) {
+            self.expiry_watch += 1;
+            self.watch_expiry(ctx, self.expiry_watch);
+        }
     }
 
     /// Keeps the connection within its token's life: tells the protocol [`EXPIRY_NOTICE`]
     /// before `exp`, and closes with 4001 at `exp`. Each run looks at the identity as it is
     /// then, so a renewal (a refresh) simply moves the next run.
-    fn watch_expiry(&mut self, ctx: &mut SessionContext) {
+    fn watch_expiry(&mut self, ctx: &mut SessionContext, watch: u64) {
+        if watch != self.expiry_watch {
+            return;
+        }
         let Some(identity) = self.link.identity.clone() else {
             return;
         };
@@ -121,8 +138,8 @@ impl Session {
             remaining - EXPIRY_NOTICE
         };
         // A far expiry is looked at again daily rather than with one timer years ahead.
-        ctx.run_later(next.min(EXPIRY_RECHECK), |session, ctx| {
-            session.watch_expiry(ctx)
+        ctx.run_later(next.min(EXPIRY_RECHECK), move |session, ctx| {
+            session.watch_expiry(ctx, watch)
         });
     }
 
@@ -157,7 +174,7 @@ impl Actor for Session {
         link.shard.register(link.info.id, &link.outbox);
         status_board::opened(&link.info);
         self.protocol.on_open(&mut ProtocolCx { link });
-        self.watch_expiry(ctx);
+        self.watch_expiry(ctx, self.expiry_watch);
         if let Some(period) = self.protocol.tick_interval() {
             ctx.run_interval(period, |session, _| {
                 if !session.link.outbox.is_closing() {
@@ -208,10 +225,10 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
             WsMessage::Close(reason) => self.answer_close(reason, ctx),
             // After our close frame, data frames are read and discarded (RFC 6455 §1.4).
             _ if self.link.outbox.is_closing() => {}
-            WsMessage::Text(text) => self.deliver(Message::Text(text)),
-            WsMessage::Binary(data) => self.deliver(Message::Binary(data)),
+            WsMessage::Text(text) => self.deliver(Message::Text(text), ctx),
+            WsMessage::Binary(data) => self.deliver(Message::Binary(data), ctx),
             WsMessage::Continuation(item) => match self.assembler.push(item) {
-                Ok(Some(message)) => self.deliver(message),
+                Ok(Some(message)) => self.deliver(message, ctx),
                 Ok(None) => {}
                 Err(error) => self.fail(error, ctx),
             },
@@ -245,10 +262,11 @@ pub(crate) struct Event(pub(crate) Box<dyn Any + Send>);
 impl Handler<Event> for Session {
     type Result = ();
 
-    fn handle(&mut self, Event(event): Event, _: &mut SessionContext) {
+    fn handle(&mut self, Event(event): Event, ctx: &mut SessionContext) {
         let mut cx = ProtocolCx {
             link: &mut self.link,
         };
         self.protocol.on_event(&mut cx, event);
+        self.after_renewal(ctx);
     }
 }

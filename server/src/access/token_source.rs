@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use percent_encoding::percent_decode_str;
+
 use actix_web::{http::header, HttpRequest};
 use switchboard_actors::protocol::ConnectionInfo;
 
@@ -29,7 +31,11 @@ pub fn redacted(target: &str) -> Cow<'_, str> {
     let Some((path, query)) = target.split_once('?') else {
         return Cow::Borrowed(target);
     };
-    let is_token = |pair: &str| pair.split('=').next() == Some(PARAM);
+    // Names are compared as the server reads them (percent-decoded), so `%74oken` is one too.
+    let is_token = |pair: &str| {
+        let name = pair.split('=').next().unwrap_or_default();
+        percent_decode_str(name).decode_utf8_lossy() == PARAM
+    };
     if !query.split('&').any(is_token) {
         return Cow::Borrowed(target);
     }
@@ -59,6 +65,7 @@ mod tests {
         );
         assert_eq!(redacted("/?token"), "/?token=REDACTED");
         assert_eq!(redacted("/?tokens=1"), "/?tokens=1");
+        assert_eq!(redacted("/?%74oken=abc"), "/?token=REDACTED");
         assert_eq!(redacted("/index.html"), "/index.html");
     }
 }
