@@ -387,3 +387,127 @@ async fn a_stalled_reader_under_the_drop_policy_loses_messages_but_not_its_conne
         .await
         .expect("the test completes within 60 s");
 }
+
+/// Joins mirror instance `room` with a raw client whose receive buffer is tiny (the test reads
+/// it only when it chooses).
+async fn join_small_window(server: &Server, room: &str) -> RawWs {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut ws = RawWs::connect_socket(
+        socket,
+        server.addr,
+        &format!("/?mirror={room}"),
+        &[("Sec-WebSocket-Protocol", "lws-mirror-protocol")],
+    )
+    .await;
+    ws.send(OutFrame::ping("joined?")).await;
+    assert_eq!(ws.recv(Duration::from_secs(10)).await.text(), "joined?");
+    ws
+}
+
+/// Broadcasts queued for a member whose socket is filling up, several per write, reach it as
+/// the frames they were. Each round's two messages (60,000 and 65,536 bytes) arrive within one
+/// write window, so the server writes them to the socket together; the reader reads nothing
+/// until every round is sent, so sooner or later the socket takes only part of such a write,
+/// and the server's writer must put the rest on the wire as it is (it once framed a rest over
+/// 64 KiB again, corrupting the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_behind_a_full_socket_reach_the_peer_intact() {
+    // A backlog limit above everything sent: no slow-consumer policy here.
+    let server = Server::start(&["--workers", "1", "--max-backlog", "64MiB"]);
+    let mut reader = join_small_window(&server, "intact").await;
+    let (mut sender, mut echoes) = join_mirror(server.addr, Some("intact")).await.split();
+    // The sender reads its own copies, so that its socket never fills (the server reads a
+    // connection's messages only while it can write to it).
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    const ROUNDS: usize = 48;
+    let mut sent = Vec::new();
+    for round in 0..ROUNDS {
+        for (n, size) in [60_000, 65_536].into_iter().enumerate() {
+            let mut payload = vec![(round * 2 + n) as u8; size];
+            payload[..8].copy_from_slice(&(round as u64).to_be_bytes());
+            sender
+                .send(Message::Binary(Bytes::from(payload.clone())))
+                .await
+                .unwrap();
+            sent.push(payload);
+        }
+        // Pacing, not waiting: the next round falls into the server's next write window.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (n, expected) in sent.iter().enumerate() {
+        let frame = reader.recv(Duration::from_secs(10)).await;
+        assert_eq!(
+            (frame.fin, frame.rsv, frame.opcode, frame.payload.len()),
+            (true, 0, OP_BINARY, expected.len()),
+            "message {n}: {}",
+            frame.describe()
+        );
+        assert!(frame.payload == *expected, "message {n}: payload differs");
+    }
+    drain.abort();
+}
+
+/// The peer closes while megabytes are still queued for it behind its full socket. The server's
+/// answer comes after all of them, then its FIN: it half-closes the socket only once its last
+/// bytes have left the HTTP layer's buffer (it once half-closed one turn after handing them
+/// over, losing whatever a full socket had not taken yet, the close frame included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_to_a_close_behind_a_full_socket_still_arrives() {
+    let server = Server::start(&["--workers", "1", "--max-backlog", "64MiB"]);
+    let mut reader = join_small_window(&server, "closing").await;
+    let (mut sender, mut echoes) = join_mirror(server.addr, Some("closing")).await.split();
+    // 7.2 MB: more than the kernel buffers of the connection can hold.
+    const MESSAGES: usize = 120;
+    // The sender's own copies: once it has them all, every message is queued for the reader
+    // too (one worker queues both in the same turn).
+    let all_queued = tokio::spawn(async move {
+        let mut count = 0;
+        while let Some(Ok(message)) = echoes.next().await {
+            count += usize::from(message.is_binary());
+            if count == MESSAGES {
+                return echoes;
+            }
+        }
+        panic!("the sender's connection ended after {count} copies");
+    });
+    for n in 0..MESSAGES {
+        let payload = vec![n as u8; 60_000];
+        sender
+            .send(Message::Binary(Bytes::from(payload)))
+            .await
+            .unwrap();
+    }
+    let mut echoes = timeout(Duration::from_secs(10), all_queued)
+        .await
+        .expect("the sender gets its copies")
+        .unwrap();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    // The reader's socket is full long before all of it is queued; it asks to close now.
+    reader.send(OutFrame::close(1000, "bye")).await;
+    for n in 0..MESSAGES {
+        let frame = reader.recv(Duration::from_secs(10)).await;
+        assert_eq!(
+            (
+                frame.opcode,
+                frame.payload.len(),
+                frame.payload.first().copied()
+            ),
+            (OP_BINARY, 60_000, Some(n as u8)),
+            "message {n}: {}",
+            frame.describe()
+        );
+        // Pacing, not waiting: a slow reader keeps the server's socket full to the end.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let answer = reader.recv(Duration::from_secs(10)).await;
+    assert_eq!(answer.close_code(), Some(1000), "{}", answer.describe());
+    let (rest, end) = reader.reader.read_to_end(Duration::from_secs(5)).await;
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the close frame",
+        rest.len()
+    );
+    assert_eq!(end, support::raw_ws::StreamEnd::Eof);
+    drain.abort();
+}

@@ -17,7 +17,7 @@ use std::{
     time::Instant,
 };
 
-use actix_http::ws::{OpCode, Parser};
+use actix_http::ws::OpCode;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
@@ -30,9 +30,31 @@ pub struct Frame {
     pub opcode: OpCode,
     pub fin: bool,
     pub payload: Bytes,
-    /// The payload is already encoded wire bytes (the rest of a direct write the socket did
-    /// not fully take), to be written as they are.
-    encoded: bool,
+}
+
+/// What a connection's queue holds: frames not yet begun, and wire bytes of a frame already
+/// begun (the rest of a payload cut at a chunk's end, or of a write the socket did not fully
+/// take), which go out exactly as they are, before anything else.
+#[derive(Debug)]
+enum Queued {
+    Frame(Frame),
+    Wire(Bytes),
+}
+
+/// Largest chunk encoded at once (a frame header may add up to [`MAX_HEADER`] to it): a larger
+/// payload is cut at the chunk's end and its rest queued as wire bytes, so that no buffer
+/// grows to the size of a message.
+pub const CHUNK: usize = 64 * 1024;
+/// Longest header of an unmasked frame (RFC 6455 §5.2).
+pub const MAX_HEADER: usize = 10;
+
+/// What one [`Outbox::fill`] put in a chunk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Filled {
+    /// Data messages whose last frame was begun (for the messages-sent count).
+    pub(crate) messages: u64,
+    /// Whether the close frame was put in (nothing follows it).
+    pub(crate) close: bool,
 }
 
 impl Frame {
@@ -48,29 +70,24 @@ impl Frame {
             opcode,
             fin,
             payload,
-            encoded: false,
         }
     }
 
-    /// Wire bytes of frames already encoded (and already counted in the backlog).
-    fn encoded(bytes: Bytes) -> Frame {
-        Frame {
-            opcode: OpCode::Binary,
-            fin: false,
-            payload: bytes,
-            encoded: true,
+    /// Appends this frame's unmasked header (RFC 6455 §5.2); the payload follows separately.
+    fn write_header(&self, chunk: &mut BytesMut) {
+        let first = u8::from(self.opcode) | if self.fin { 0x80 } else { 0 };
+        let len = self.payload.len();
+        match len {
+            0..=125 => chunk.put_slice(&[first, len as u8]),
+            126..=65535 => {
+                chunk.put_slice(&[first, 126]);
+                chunk.put_u16(len as u16);
+            }
+            _ => {
+                chunk.put_slice(&[first, 127]);
+                chunk.put_u64(len as u64);
+            }
         }
-    }
-
-    /// Appends this frame's wire bytes (server frames are not masked). Returns whether it ends
-    /// a message, for the messages-sent count.
-    pub(crate) fn encode(&self, chunk: &mut BytesMut) -> bool {
-        if self.encoded {
-            chunk.extend_from_slice(&self.payload);
-            return false;
-        }
-        Parser::write_message(chunk, &self.payload, self.opcode, self.fin, false);
-        self.fin && self.opcode != OpCode::Close
     }
 
     pub fn ping(payload: Bytes) -> Frame {
@@ -93,9 +110,6 @@ impl Frame {
 
     /// Bytes this frame takes on the wire (server frames are not masked).
     pub fn wire_len(&self) -> usize {
-        if self.encoded {
-            return self.payload.len();
-        }
         header_len(self.payload.len()) + self.payload.len()
     }
 }
@@ -141,7 +155,7 @@ pub enum AfterClose {
 /// The outbound queue and liveness record of one connection.
 #[derive(Debug)]
 pub struct Outbox {
-    frames: RefCell<VecDeque<Frame>>,
+    frames: RefCell<VecDeque<Queued>>,
     queued_bytes: Cell<u64>,
     written_bytes: Cell<u64>,
     waker: RefCell<Option<Waker>>,
@@ -339,7 +353,7 @@ impl Outbox {
         self.queued_bytes
             .set(self.queued_bytes.get() + frame.wire_len() as u64);
         let mut frames = self.frames.borrow_mut();
-        frames.push_back(frame);
+        frames.push_back(Queued::Frame(frame));
         // The writer parks only with an empty queue; a non-empty one is polled again anyway.
         if frames.len() == 1 {
             Wake::Needed
@@ -352,11 +366,12 @@ impl Outbox {
     /// peer must get all of it before the close frame).
     fn discard_queue(&self) {
         let mut discarded = 0;
-        self.frames.borrow_mut().retain(|frame| {
-            if !frame.encoded {
+        self.frames.borrow_mut().retain(|queued| match queued {
+            Queued::Wire(_) => true,
+            Queued::Frame(frame) => {
                 discarded += frame.wire_len() as u64;
+                false
             }
-            frame.encoded
         });
         self.queued_bytes.set(self.queued_bytes.get() - discarded);
     }
@@ -378,44 +393,66 @@ impl Outbox {
         }
     }
 
+    /// Moves queued bytes into `chunk`, in order, until it holds [`CHUNK`] bytes (plus at most
+    /// one frame header): the one encoder of this connection's byte stream, for the writer and
+    /// for direct writes alike. A payload that does not fit is cut, its rest queued first as
+    /// wire bytes. With `close: false` a close frame is left in the queue (for the writer,
+    /// which handles what follows it); with `true` it is the last thing put in.
+    pub(crate) fn fill(&self, chunk: &mut BytesMut, close: bool) -> Filled {
+        let mut filled = Filled::default();
+        let mut frames = self.frames.borrow_mut();
+        while chunk.len() < CHUNK && !filled.close {
+            let room = CHUNK - chunk.len();
+            let payload = match frames.pop_front() {
+                None => break,
+                Some(Queued::Wire(bytes)) => bytes,
+                Some(Queued::Frame(frame)) if frame.opcode == OpCode::Close && !close => {
+                    frames.push_front(Queued::Frame(frame));
+                    break;
+                }
+                Some(Queued::Frame(frame)) => {
+                    filled.close = frame.opcode == OpCode::Close;
+                    if frame.fin && !filled.close {
+                        filled.messages += 1;
+                    }
+                    frame.write_header(chunk);
+                    frame.payload
+                }
+            };
+            if payload.len() > room {
+                chunk.extend_from_slice(&payload[..room]);
+                frames.push_front(Queued::Wire(payload.slice(room..)));
+                break;
+            }
+            chunk.extend_from_slice(&payload);
+        }
+        drop(frames);
+        self.release_idle_queue();
+        filled
+    }
+
     /// Writes queued frames straight to the socket, for a writer that is parked with nothing
     /// held by actix-http (else, or for what the socket does not take, it wakes the writer).
-    /// Close frames, and payloads too large for one chunk, are left to the writer.
+    /// One chunk at most; the close frame is left to the writer.
     pub(crate) fn write_direct(&self) {
         let fd = match (self.direct.get() && self.writer_alive.get(), self.fd) {
             (true, Some(fd)) => fd,
             _ => return self.wake_writer(),
         };
-        let mut messages = 0;
-        socket_write::with_scratch(|chunk| {
-            while chunk.len() < socket_write::CHUNK {
-                let frame = {
-                    let mut frames = self.frames.borrow_mut();
-                    match frames.front() {
-                        Some(next)
-                            if next.opcode != OpCode::Close
-                                && next.payload.len() <= socket_write::CHUNK =>
-                        {
-                            frames.pop_front()
-                        }
-                        _ => None,
-                    }
-                };
-                let Some(frame) = frame else { break };
-                if frame.encode(chunk) {
-                    messages += 1;
-                }
-            }
+        let messages = socket_write::with_scratch(|chunk| {
+            let filled = self.fill(chunk, false);
             if chunk.is_empty() {
-                return;
+                return 0;
             }
             let sent = socket_write::send(fd, chunk);
             self.wrote(sent);
             METRICS.bytes_out.add(sent as u64);
             if sent < chunk.len() {
+                // Already counted in the backlog, and begun on the wire: goes out first, as is.
                 let rest = Bytes::copy_from_slice(&chunk[sent..]);
-                self.frames.borrow_mut().push_front(Frame::encoded(rest));
+                self.frames.borrow_mut().push_front(Queued::Wire(rest));
             }
+            filled.messages
         });
         if messages > 0 {
             METRICS.messages_out.add(messages);
@@ -439,12 +476,6 @@ impl Outbox {
         if frames.is_empty() && frames.capacity() > 0 {
             *frames = VecDeque::new();
         }
-    }
-
-    pub(crate) fn pop(&self) -> Option<Frame> {
-        let frame = self.frames.borrow_mut().pop_front();
-        self.release_idle_queue();
-        frame
     }
 
     pub(crate) fn wrote(&self, bytes: usize) {
@@ -475,9 +506,75 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_http::ws::Parser;
 
     fn text(len: usize) -> Frame {
         Frame::data(OpCode::Text, true, Bytes::from(vec![b'x'; len]))
+    }
+
+    /// Everything queued, as the writer would put it on the wire (chunk by chunk).
+    fn drain(outbox: &Outbox) -> Vec<u8> {
+        let mut wire = Vec::new();
+        loop {
+            let mut chunk = BytesMut::new();
+            outbox.fill(&mut chunk, true);
+            if chunk.is_empty() {
+                return wire;
+            }
+            assert!(
+                chunk.len() <= CHUNK + MAX_HEADER,
+                "a chunk of {}",
+                chunk.len()
+            );
+            outbox.wrote(chunk.len());
+            wire.extend_from_slice(&chunk);
+        }
+    }
+
+    /// The frames as actix-http's own encoder writes them: the reference for ours.
+    fn encoded(frames: &[Frame]) -> Vec<u8> {
+        let mut wire = BytesMut::new();
+        for frame in frames {
+            Parser::write_message(&mut wire, &frame.payload, frame.opcode, frame.fin, false);
+        }
+        wire.to_vec()
+    }
+
+    fn front_is_close(outbox: &Outbox) -> bool {
+        matches!(
+            outbox.frames.borrow().front(),
+            Some(Queued::Frame(frame)) if frame.opcode == OpCode::Close
+        )
+    }
+
+    #[test]
+    fn headers_match_actix_encoding() {
+        for len in [0usize, 125, 126, 65535, 65536, 200_000] {
+            let frame = Frame::data(OpCode::Binary, true, Bytes::from(vec![7u8; len]));
+            let mut ours = BytesMut::new();
+            frame.write_header(&mut ours);
+            ours.extend_from_slice(&frame.payload);
+            assert_eq!(
+                ours.to_vec(),
+                encoded(&[frame.clone()]),
+                "payload length {len}"
+            );
+            assert_eq!(ours.len(), frame.wire_len());
+        }
+    }
+
+    #[test]
+    fn chunks_are_capped_and_large_payloads_cut_without_a_second_header() {
+        let outbox = Outbox::new(16 << 20, SlowConsumerPolicy::Close, None);
+        let frames: Vec<Frame> = [60_000, 65_536, 200_000, 10, 65_535]
+            .into_iter()
+            .map(text)
+            .collect();
+        for frame in &frames {
+            outbox.send(frame.clone());
+        }
+        assert_eq!(drain(&outbox), encoded(&frames));
+        assert_eq!(outbox.backlog(), 0);
     }
 
     #[test]
@@ -485,8 +582,7 @@ mod tests {
         let outbox = Outbox::new(1000, SlowConsumerPolicy::Close, None);
         assert_eq!(outbox.send(text(100)), Delivery::Queued);
         assert_eq!(outbox.backlog(), 102);
-        let frame = outbox.pop().unwrap();
-        outbox.wrote(frame.wire_len());
+        assert_eq!(drain(&outbox).len(), 102);
         assert_eq!(outbox.backlog(), 0);
     }
 
@@ -504,12 +600,15 @@ mod tests {
         let outbox = Outbox::new(150, SlowConsumerPolicy::Close, None);
         outbox.send(text(100));
         outbox.send(text(100));
-        assert_eq!(outbox.send(text(100)), Delivery::Closed);
-        let close = outbox.pop().unwrap();
-        assert_eq!(close.opcode, OpCode::Close);
-        assert_eq!(&close.payload[..2], &1008u16.to_be_bytes());
-        assert_eq!(&close.payload[2..], b"slow consumer");
-        assert!(outbox.pop().is_none());
+        assert_eq!(outbox.send(text(1)), Delivery::Closed);
+        let mut chunk = BytesMut::new();
+        let filled = outbox.fill(&mut chunk, true);
+        assert!(filled.close);
+        assert_eq!(
+            chunk.to_vec(),
+            encoded(&[Frame::close(Some((1008, "slow consumer")))])
+        );
+        assert_eq!(drain(&outbox), b"");
         assert_eq!(outbox.send(text(1)), Delivery::Closed);
     }
 
@@ -557,14 +656,6 @@ mod tests {
         }
     }
 
-    fn encoded(frames: &[Frame]) -> Vec<u8> {
-        let mut wire = BytesMut::new();
-        for frame in frames {
-            frame.encode(&mut wire);
-        }
-        wire.to_vec()
-    }
-
     #[test]
     fn direct_write_puts_queued_frames_on_the_wire_in_order() {
         let (ours, peer) = socket_pair();
@@ -577,7 +668,7 @@ mod tests {
         outbox.write_direct();
         assert_eq!(read_available(peer), encoded(&frames));
         assert_eq!(outbox.backlog(), 0);
-        assert!(outbox.pop().is_none());
+        assert!(outbox.frames.borrow().is_empty());
         close_fds(&[ours, peer]);
     }
 
@@ -588,7 +679,7 @@ mod tests {
         outbox.send_deferred(text(10));
         outbox.write_direct();
         assert!(read_available(peer).is_empty());
-        assert_eq!(outbox.pop().map(|frame| frame.payload.len()), Some(10));
+        assert_eq!(drain(&outbox), encoded(&[text(10)]));
         close_fds(&[ours, peer]);
     }
 
@@ -602,47 +693,42 @@ mod tests {
         outbox.close_with(Some((1000, "bye")), AfterClose::AwaitPeer);
         outbox.write_direct();
         assert_eq!(read_available(peer), encoded(&[data]));
-        assert_eq!(outbox.pop().map(|frame| frame.opcode), Some(OpCode::Close));
+        assert!(front_is_close(&outbox));
         close_fds(&[ours, peer]);
     }
 
+    /// The case that once corrupted the stream: a direct write of two frames (over 64 KiB in
+    /// all) that the socket takes only part of. The rest must reach the wire as it is.
     #[test]
-    fn what_a_full_socket_does_not_take_stays_first_in_the_queue() {
+    fn what_a_full_socket_does_not_take_goes_out_first_and_as_it_is() {
         let (ours, peer) = socket_pair();
-        let outbox = Outbox::new(16 << 20, SlowConsumerPolicy::Close, Some(ours));
-        let frames: Vec<Frame> = (0..40).map(|_| text(10_000)).collect();
+        let outbox = Outbox::new(64 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let frames: Vec<Frame> = (0..40)
+            .map(|n| {
+                if n % 2 == 0 {
+                    text(60_000)
+                } else {
+                    text(65_536)
+                }
+            })
+            .collect();
         for frame in &frames {
             outbox.send_deferred(frame.clone());
         }
-        // Nothing is read until the socket is full: 400 KB is more than its buffer.
+        // Nothing is read until the socket is full: 2.5 MB is more than its buffer.
         let mut passes = 0;
         loop {
             outbox.set_direct(true);
             outbox.write_direct();
             passes += 1;
-            if outbox
-                .frames
-                .borrow()
-                .front()
-                .is_some_and(|frame| frame.encoded)
-            {
+            if !outbox.direct.get() && outbox.backlog() > 0 {
                 break;
             }
-            assert!(passes < 10, "the socket never filled up");
+            assert!(passes < 100, "the socket never filled up");
         }
-        assert!(
-            !outbox.direct.get(),
-            "a full socket hands the writing back to the writer"
-        );
         let mut wire = read_available(peer);
-        // The writer hands over the rest, starting with the part of the frame the socket left.
-        while let Some(frame) = outbox.pop() {
-            let mut rest = BytesMut::new();
-            frame.encode(&mut rest);
-            outbox.wrote(rest.len());
-            wire.extend_from_slice(&rest);
-        }
-        assert_eq!(wire, encoded(&frames));
+        wire.extend_from_slice(&drain(&outbox));
+        assert!(wire == encoded(&frames), "the byte stream differs");
         assert_eq!(outbox.backlog(), 0);
         close_fds(&[ours, peer]);
     }
@@ -653,12 +739,12 @@ mod tests {
         outbox
             .frames
             .borrow_mut()
-            .push_back(Frame::encoded(Bytes::from_static(b"rest")));
+            .push_back(Queued::Wire(Bytes::from_static(b"rest")));
         outbox.queued_bytes.set(4);
         outbox.send(text(200));
         assert_eq!(outbox.send(text(1)), Delivery::Closed);
-        let first = outbox.pop().unwrap();
-        assert_eq!(&first.payload[..], b"rest");
-        assert_eq!(outbox.pop().map(|frame| frame.opcode), Some(OpCode::Close));
+        let mut expected = b"rest".to_vec();
+        expected.extend_from_slice(&encoded(&[Frame::close(Some((1008, "slow consumer")))]));
+        assert_eq!(drain(&outbox), expected);
     }
 }

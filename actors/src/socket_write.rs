@@ -11,9 +11,7 @@ use std::{cell::RefCell, os::fd::RawFd};
 
 use bytes::BytesMut;
 
-/// Largest chunk encoded at once: larger payloads are handed over in slices of this size
-/// (zero-copy), so that no buffer grows to the size of a message.
-pub const CHUNK: usize = 64 * 1024;
+use crate::outbox::CHUNK;
 
 thread_local! {
     /// The worker's buffer for encoding frames: written to the socket and reused, so that a

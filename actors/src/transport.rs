@@ -15,7 +15,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use actix_http::ws::{Codec, OpCode};
+use actix_http::ws::Codec;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -25,7 +25,7 @@ use crate::{
     metrics::METRICS,
     outbox::{AfterClose, Outbox},
     session::Session,
-    socket_write::{self, CHUNK},
+    socket_write,
 };
 
 pub use actix_web_actors::ws::{Message as WsMessage, ProtocolError};
@@ -58,7 +58,6 @@ pub fn start(
         actor: Box::pin(context),
         actor_done: false,
         outbox,
-        slice: None,
         close_written: false,
         ending: Ending::No,
     })
@@ -71,8 +70,6 @@ struct OutboundBody {
     actor: ActorStream,
     actor_done: bool,
     outbox: Rc<Outbox>,
-    /// The rest of a large payload being handed over in `CHUNK` slices.
-    slice: Option<Bytes>,
     close_written: bool,
     ending: Ending,
 }
@@ -81,7 +78,7 @@ struct OutboundBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     No,
-    /// The last bytes were handed over; one turn is given to actix-http to flush them.
+    /// The last bytes were handed over; actix-http is flushing them to the socket.
     Flushing,
     Ended,
 }
@@ -101,32 +98,16 @@ impl OutboundBody {
         None
     }
 
-    /// Encodes queued frames into one chunk of at most about `CHUNK` bytes.
+    /// Encodes queued frames into one chunk (see [`Outbox::fill`]); nothing after the close.
     fn fill_chunk(&mut self, chunk: &mut BytesMut) {
-        if let Some(rest) = self.slice.take() {
-            self.hand_over(rest, chunk);
+        if self.close_written {
             return;
         }
-        // Counted here and added once per chunk: one shared atomic per chunk, not per frame.
-        let mut messages = 0;
-        while !self.close_written && chunk.len() < CHUNK {
-            let Some(frame) = self.outbox.pop() else {
-                break;
-            };
-            self.close_written = frame.opcode == OpCode::Close;
-            if frame.payload.len() <= CHUNK {
-                if frame.encode(chunk) {
-                    messages += 1;
-                }
-            } else {
-                messages += u64::from(frame.fin);
-                write_header(chunk, frame.opcode, frame.fin, frame.payload.len());
-                self.hand_over(frame.payload, chunk);
-                break;
-            }
-        }
-        if messages > 0 {
-            METRICS.messages_out.add(messages);
+        let filled = self.outbox.fill(chunk, true);
+        self.close_written = filled.close;
+        // Added once per chunk: one shared atomic per chunk, not per frame.
+        if filled.messages > 0 {
+            METRICS.messages_out.add(filled.messages);
         }
     }
 
@@ -153,34 +134,27 @@ impl OutboundBody {
         })
     }
 
-    fn hand_over(&mut self, mut payload: Bytes, chunk: &mut BytesMut) {
-        if payload.len() > CHUNK {
-            self.slice = Some(payload.split_off(CHUNK));
-        }
-        chunk.extend_from_slice(&payload);
-    }
-
     /// Ends the connection in two steps. Ending the body alone makes actix-http linger, reading,
     /// until the peer closes, while the peer waits for our FIN (RFC 6455 §7.1.1: the server
-    /// closes TCP first): both would wait for the disconnect timeout. So after the last bytes are
-    /// handed over, this yields once (actix-http flushes them), then half-closes the socket: the
-    /// peer sees FIN at once, and actix-http's linger ends at the peer's own FIN, without RST.
-    fn end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+    /// closes TCP first): both would wait for the disconnect timeout. So once the last bytes (the
+    /// close frame) have left actix-http's write buffer, however long a full socket takes, this
+    /// half-closes the socket: the peer sees FIN right after them, and actix-http's linger ends
+    /// at the peer's own FIN, without RST. Half-closing earlier would lose what is still
+    /// buffered. (A socket that never drains is ended by the session's close timeout.)
+    fn end(&mut self) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.outbox.set_direct(false);
-        match self.ending {
-            Ending::No => {
-                self.ending = Ending::Flushing;
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Ending::Flushing | Ending::Ended => {
-                if self.ending == Ending::Flushing {
-                    self.outbox.half_close_socket();
-                }
-                self.ending = Ending::Ended;
-                Poll::Ready(None)
-            }
+        if self.ending == Ending::No {
+            self.ending = Ending::Flushing;
         }
+        if self.ending == Ending::Flushing {
+            if !actix_http::h1::write_buffer_is_empty() {
+                actix_http::h1::poll_again_when_flushed();
+                return Poll::Pending;
+            }
+            self.outbox.half_close_socket();
+            self.ending = Ending::Ended;
+        }
+        Poll::Ready(None)
     }
 }
 
@@ -190,7 +164,7 @@ impl Stream for OutboundBody {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if this.ending != Ending::No {
-            return this.end(cx);
+            return this.end();
         }
         if let Some(item) = this.drive_actor(cx) {
             this.outbox.set_direct(false);
@@ -198,7 +172,7 @@ impl Stream for OutboundBody {
         }
         this.outbox.register_writer(cx.waker());
         if this.outbox.finish_requested() {
-            return this.end(cx);
+            return this.end();
         }
         if let Some(rest) = this.write_queued() {
             this.outbox.set_direct(false);
@@ -207,11 +181,10 @@ impl Stream for OutboundBody {
         let closed = this.close_written && this.outbox.after_close() == AfterClose::End;
         if closed || this.actor_done {
             this.outbox.set_direct(false);
-            return this.end(cx);
+            return this.end();
         }
         // Parked: while actix-http holds none of our bytes, a broadcast may be written directly.
-        let direct =
-            this.slice.is_none() && !this.close_written && actix_http::h1::write_buffer_is_empty();
+        let direct = !this.close_written && actix_http::h1::write_buffer_is_empty();
         this.outbox.set_direct(direct);
         Poll::Pending
     }
@@ -220,42 +193,5 @@ impl Stream for OutboundBody {
 impl Drop for OutboundBody {
     fn drop(&mut self) {
         self.outbox.writer_dropped();
-    }
-}
-
-/// Writes an unmasked frame header (RFC 6455 §5.2) for a payload written separately.
-fn write_header(dst: &mut BytesMut, opcode: OpCode, fin: bool, len: usize) {
-    let first = u8::from(opcode) | if fin { 0x80 } else { 0 };
-    dst.extend_from_slice(&[first]);
-    match len {
-        0..=125 => dst.extend_from_slice(&[len as u8]),
-        126..=65535 => {
-            dst.extend_from_slice(&[126]);
-            dst.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            dst.extend_from_slice(&[127]);
-            dst.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_http::ws::Parser;
-
-    #[test]
-    fn split_header_matches_actix_encoding() {
-        for len in [0usize, 125, 126, 65535, 65536, 200_000] {
-            let payload = vec![7u8; len];
-            let mut whole = BytesMut::new();
-            Parser::write_message(&mut whole, &payload, OpCode::Binary, true, false);
-            let mut split = BytesMut::new();
-            write_header(&mut split, OpCode::Binary, true, len);
-            split.extend_from_slice(&payload);
-            assert_eq!(whole, split, "payload length {len}");
-            assert_eq!(split.len(), crate::outbox::header_len(len) + len);
-        }
     }
 }

@@ -49,6 +49,14 @@ const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 // ones still buffered here. Read it with `write_buffer_is_empty` during `poll_next`.
 thread_local! {
     static WRITE_BUFFER_EMPTY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static POLL_WHEN_FLUSHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Switchboard: called by a response body from `poll_next` before it returns `Pending`: the
+/// dispatcher then flushes its write buffer and, once the buffer is empty, polls the body again
+/// (a body that must act only after its bytes reached the socket, such as half-closing it).
+pub fn poll_again_when_flushed() {
+    POLL_WHEN_FLUSHED.with(|flag| flag.set(true));
 }
 
 /// Switchboard: whether the HTTP/1 dispatcher polling the current response body has no unwritten
@@ -63,7 +71,13 @@ struct WriteBufferState;
 impl WriteBufferState {
     fn enter(empty: bool) -> WriteBufferState {
         WRITE_BUFFER_EMPTY.with(|flag| flag.set(empty));
+        POLL_WHEN_FLUSHED.with(|flag| flag.set(false));
         WriteBufferState
+    }
+
+    /// Whether the body asked to be polled again once the buffer is flushed.
+    fn poll_when_flushed() -> bool {
+        POLL_WHEN_FLUSHED.with(|flag| flag.replace(false))
     }
 }
 
@@ -774,6 +788,12 @@ where
                                 tracing::error!("Response payload stream error: {err:?}");
                                 this.flags.insert(Flags::FINISHED);
                                 return Err(DispatchError::Body(err));
+                            }
+
+                            // Switchboard: a body waiting for the buffer to be flushed is
+                            // polled again after the flush (see `poll_again_when_flushed`).
+                            Poll::Pending if WriteBufferState::poll_when_flushed() => {
+                                return Ok(PollResponse::DrainWriteBuf);
                             }
 
                             Poll::Pending => return Ok(PollResponse::DoNothing),
