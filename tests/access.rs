@@ -21,8 +21,10 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::{
     chat_client::{sorted_members, ChatClient},
+    cluster::Cluster,
     project_static_dir,
     raw_ws::{http_exchange, upgrade_request, HttpResponse, OutFrame, RawWs, OP_CLOSE, OP_TEXT},
+    redis::Redis,
     server_command,
     tokens::{
         alg_none, claims, fixture, fixture_arg, hs256, hs256_raw_payload, hs256_with_key, now,
@@ -898,6 +900,65 @@ async fn two_connections_of_one_sub_are_one_member() {
         assert_eq!(
             bob.next_presence_within("r", ANSWER).await,
             Some(json!({"type": "presence", "room": "r", "event": "leave", "nick": "Ann"}))
+        );
+    })
+    .await;
+}
+
+/// Presence by `sub` across the nodes of a cluster (skipped without `redis-server`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_connections_of_one_sub_on_two_nodes_are_one_member() {
+    let Some(redis) = Redis::start_or_skip("presence by sub across nodes") else {
+        return;
+    };
+    bounded(async {
+        let secret = fixture_arg(SECRET_FILE);
+        let cluster = Cluster::start(redis, 2, &["--auth-jwt-secret", &secret]).await;
+        let (node1, node2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+        let ann_token = token_with("u-ann", json!({"name": "Ann"}));
+        let bob_token = token_with("u-bob", json!({"name": "Bob"}));
+        let mut bob = ChatClient::connect_path(node1, &with_token(&bob_token)).await;
+        bob.join_with(json!({"type": "join", "room": "hall"})).await;
+        let mut ann1 = ChatClient::connect_path(node1, &with_token(&ann_token)).await;
+        ann1.join_with(json!({"type": "join", "room": "hall"}))
+            .await;
+        assert_eq!(
+            bob.next_presence_within("hall", ANSWER).await,
+            Some(json!({"type": "presence", "room": "hall", "event": "join", "nick": "Ann"}))
+        );
+
+        let mut ann2 = ChatClient::connect_path(node2, &with_token(&ann_token)).await;
+        let joined = ann2
+            .join_with(json!({"type": "join", "room": "hall"}))
+            .await;
+        assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
+        cluster.wait_channels(&[0, 1], 1).await;
+        let is_presence = |event: &Value| event["type"] == "presence";
+        ann2.say("hall", "marker 1").await;
+        read_until_message(&mut bob, "hall", "marker 1", is_presence).await;
+        read_until_message(&mut ann1, "hall", "marker 1", is_presence).await;
+        bob.say("hall", "to both").await;
+        for ann in [&mut ann1, &mut ann2] {
+            read_until_message(ann, "hall", "to both", is_presence).await;
+        }
+
+        // The connection on node 1 goes; the one on node 2 keeps Ann in the room.
+        ann1.close().await;
+        ann2.say("hall", "marker 2").await;
+        read_until_message(&mut bob, "hall", "marker 2", is_presence).await;
+        bob.expect_silence(Duration::from_secs(1)).await;
+        let mut cy = ChatClient::connect_path(node1, &with_token(&hs256(&claims("cy")))).await;
+        let joined = cy.join_with(json!({"type": "join", "room": "hall"})).await;
+        assert_eq!(sorted_members(&joined), ["Ann", "Bob", "cy"], "{joined}");
+        assert_eq!(
+            bob.next_presence_within("hall", ANSWER).await.unwrap()["nick"],
+            "cy"
+        );
+
+        ann2.close().await;
+        assert_eq!(
+            bob.next_presence_within("hall", ANSWER).await,
+            Some(json!({"type": "presence", "room": "hall", "event": "leave", "nick": "Ann"}))
         );
     })
     .await;
