@@ -11,6 +11,8 @@ pub mod code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    /// Application range (4000-4999): the connection's token expired.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// A reason for the server to close a connection.
@@ -34,6 +36,9 @@ pub enum CloseError {
     /// The server is shutting down.
     #[error("going away")]
     GoingAway,
+    /// The connection's token reached its `exp` without being renewed.
+    #[error("token expired")]
+    TokenExpired,
 }
 
 impl CloseError {
@@ -45,6 +50,7 @@ impl CloseError {
             CloseError::TooBig => code::TOO_BIG,
             CloseError::SlowConsumer => code::POLICY,
             CloseError::IdleTimeout | CloseError::GoingAway => code::GOING_AWAY,
+            CloseError::TokenExpired => code::TOKEN_EXPIRED,
         }
     }
 

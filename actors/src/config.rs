@@ -1,6 +1,8 @@
 //! Settings every session on every worker shares, read-only.
 
-use std::{os::fd::RawFd, time::Duration};
+use std::{os::fd::RawFd, sync::Arc, time::Duration};
+
+use crate::access::TokenVerifier;
 
 /// What happens to a connection whose outbound backlog exceeds `max_backlog`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct ProtocolSettings {
     pub chat_rate: f64,
     /// `chat`: burst of messages allowed above the sustained rate.
     pub chat_burst: f64,
+    /// The checker of connection tokens (`None`: tokens are off); `chat` uses it for `refresh`.
+    pub tokens: Option<Arc<TokenVerifier>>,
 }
 
 impl Default for ProtocolSettings {
@@ -58,6 +62,7 @@ impl Default for ProtocolSettings {
             chat_max_rooms: 16,
             chat_rate: 20.0,
             chat_burst: 40.0,
+            tokens: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! protocols as plug-ins ([`protocol::Protocol`], [`protocols`]). The actix-web-actors specifics
 //! are confined to [`transport`].
 
+pub mod access;
 pub mod assembler;
 pub mod close;
 pub mod config;

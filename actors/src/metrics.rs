@@ -60,6 +60,12 @@ pub struct Metrics {
     pub sessions_opened: Counter,
     /// Upgrades refused because `--max-connections` sessions were open.
     pub sessions_refused: Counter,
+    /// Handshakes refused for their `Origin` (`--allowed-origins`).
+    pub refused_origin: Counter,
+    /// Handshakes refused for their token (missing, invalid, expired).
+    pub refused_token: Counter,
+    /// Handshakes refused because the token does not allow the room asked for.
+    pub refused_room: Counter,
     pub messages_out: Counter,
     pub bytes_out: Counter,
     pub messages_in: Counter,
@@ -80,6 +86,9 @@ impl Metrics {
             sessions_by_protocol: [const { Gauge::new() }; MAX_PROTOCOLS],
             sessions_opened: Counter::new(),
             sessions_refused: Counter::new(),
+            refused_origin: Counter::new(),
+            refused_token: Counter::new(),
+            refused_room: Counter::new(),
             messages_out: Counter::new(),
             bytes_out: Counter::new(),
             messages_in: Counter::new(),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 
 use crate::{
+    access::Identity,
     config::ProtocolSettings,
     message::Message,
     outbox::{AfterClose, Delivery, Frame, Outbox},
@@ -37,7 +38,14 @@ pub trait Protocol: 'static {
     /// An event sent to this connection through its [`Mailbox`] (e.g. the answer of an actor
     /// that owns shared state).
     fn on_event(&mut self, _cx: &mut ProtocolCx<'_>, _event: Box<dyn Any + Send>) {}
+    /// The connection's token expires in `remaining` ([`EXPIRY_NOTICE`] before, or at once if
+    /// less was left); unless it is renewed ([`ProtocolCx::renew_identity`]) the connection
+    /// is then closed with 4001.
+    fn on_expiring(&mut self, _cx: &mut ProtocolCx<'_>, _remaining: Duration) {}
 }
+
+/// How long before its token expires a connection is told ([`Protocol::on_expiring`]).
+pub const EXPIRY_NOTICE: Duration = Duration::from_secs(30);
 
 /// A handle to one connection that any thread may hold: deliver messages to its peer, or events
 /// to its protocol. Sending to a connection that has gone is a no-op.
@@ -68,6 +76,10 @@ pub struct ProtocolSpec {
     pub publish: Option<PublishHook>,
     /// Whether the protocol's rooms are this node's or the whole cluster's.
     pub scope: Scope,
+    /// The handshake URL's query parameter naming the room a connection joins when it opens
+    /// (`lws-mirror-protocol`: `?mirror=NAME`), so that the handshake can check that the
+    /// connection's token allows that room. `None`: rooms are chosen later (or not at all).
+    pub room_param: Option<&'static str>,
 }
 
 /// Where a protocol's rooms live when several nodes form a cluster (`--broker`).
@@ -94,12 +106,19 @@ pub struct ConnectionInfo {
     /// Shared with the status board rather than copied.
     pub user_agent: Arc<str>,
     pub connected_at: SystemTime,
+    /// Who the connection is, from its token (`None`: tokens are off).
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl ConnectionInfo {
     /// The first value of a query parameter of the handshake URL, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(&self.query)
+        ConnectionInfo::query_value(&self.query, name)
+    }
+
+    /// The first value of a parameter of a query string, percent-decoded.
+    pub fn query_value(query: &str, name: &str) -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .ok()?
             .into_iter()
             .find(|(key, _)| key == name)
@@ -116,6 +135,9 @@ pub(crate) struct Link {
     pub(crate) mailbox: Option<Mailbox>,
     /// Whether this connection's protocol is cluster-scoped ([`Scope::Cluster`]).
     pub(crate) cluster: bool,
+    /// Who the connection is now: the handshake's identity, or the one of a later refresh.
+    /// The session closes the connection when it expires.
+    pub(crate) identity: Option<Arc<Identity>>,
 }
 
 impl Link {
@@ -132,6 +154,17 @@ pub struct ProtocolCx<'a> {
 impl ProtocolCx<'_> {
     pub fn info(&self) -> &ConnectionInfo {
         &self.link.info
+    }
+
+    /// Who the connection is (`None`: tokens are off).
+    pub fn identity(&self) -> Option<&Arc<Identity>> {
+        self.link.identity.as_ref()
+    }
+
+    /// Replaces the connection's identity with that of a newer token of the same user (the
+    /// protocol checks that it is the same `sub`); the connection now expires with it.
+    pub fn renew_identity(&mut self, identity: Arc<Identity>) {
+        self.link.identity = Some(identity);
     }
 
     /// Bytes queued for this connection's socket that it has not taken yet.

@@ -7,6 +7,7 @@
 
 use std::any::Any;
 use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message as ActixMessage, StreamHandler};
 
@@ -16,7 +17,7 @@ use crate::{
     message::Message,
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
-    protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx, Scope},
+    protocol::{ConnectionInfo, Link, Mailbox, Protocol, ProtocolCx, Scope, EXPIRY_NOTICE},
     registry,
     slots::SessionSlot,
     status_board,
@@ -30,6 +31,8 @@ pub struct Session {
     /// Its place under `--max-connections`, given back when the session is dropped.
     _slot: Option<SessionSlot>,
     protocol_index: Option<usize>,
+    /// The token expiry the protocol was last told about ([`Protocol::on_expiring`]).
+    expiry_told: Option<u64>,
 }
 
 impl Session {
@@ -44,11 +47,14 @@ impl Session {
         let protocol_index = crate::protocols::position(info.protocol);
         let cluster = protocol_index
             .is_some_and(|index| crate::protocols::ALL[index].scope == Scope::Cluster);
+        let identity = info.identity.clone();
         Session {
             _slot: slot,
             protocol_index,
             protocol,
+            expiry_told: None,
             link: Link {
+                identity,
                 info: Rc::new(info),
                 outbox,
                 shard: registry::local_shard(),
@@ -74,6 +80,44 @@ impl Session {
             link: &mut self.link,
         };
         self.protocol.on_message(&mut cx, message);
+    }
+
+    /// Keeps the connection within its token's life: tells the protocol [`EXPIRY_NOTICE`]
+    /// before `exp`, and closes with 4001 at `exp`. Each run looks at the identity as it is
+    /// then, so a renewal (a refresh) simply moves the next run.
+    fn watch_expiry(&mut self, ctx: &mut SessionContext) {
+        let Some(identity) = self.link.identity.clone() else {
+            return;
+        };
+        let (Some(exp), Some(expires_at)) = (identity.expires, identity.expires_at()) else {
+            return;
+        };
+        if self.link.outbox.is_closing() {
+            return;
+        }
+        let remaining = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if remaining.is_zero() {
+            log::debug!("closing connection {}: token expired", self.link.info.id);
+            self.link
+                .outbox
+                .close(&CloseError::TokenExpired, AfterClose::AwaitPeer);
+            return;
+        }
+        if remaining <= EXPIRY_NOTICE && self.expiry_told != Some(exp) {
+            self.expiry_told = Some(exp);
+            let mut cx = ProtocolCx {
+                link: &mut self.link,
+            };
+            self.protocol.on_expiring(&mut cx, remaining);
+        }
+        let next = if self.expiry_told == Some(exp) {
+            remaining
+        } else {
+            remaining - EXPIRY_NOTICE
+        };
+        ctx.run_later(next, |session, ctx| session.watch_expiry(ctx));
     }
 
     /// Answers the peer's close: echo its status code (or none), then end the connection. If we
@@ -107,6 +151,7 @@ impl Actor for Session {
         link.shard.register(link.info.id, &link.outbox);
         status_board::opened(&link.info);
         self.protocol.on_open(&mut ProtocolCx { link });
+        self.watch_expiry(ctx);
         if let Some(period) = self.protocol.tick_interval() {
             ctx.run_interval(period, |session, _| {
                 if !session.link.outbox.is_closing() {

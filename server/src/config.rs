@@ -9,6 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use switchboard_actors::{ProtocolSettings, SlowConsumerPolicy};
 
 use crate::{
+    access::origin::OriginPolicy,
     config_file,
     units::{parse_bytes, parse_duration, parse_usize_bytes},
 };
@@ -207,6 +208,25 @@ pub struct Config {
     /// chat: messages a connection may send in a burst above --chat-rate.
     #[arg(long, env = "SWITCHBOARD_CHAT_BURST", default_value = "40", value_parser = parse_positive_rate)]
     pub chat_burst: f64,
+
+    /// Web pages allowed to open WebSockets: comma-separated origins (https://chat.example.com),
+    /// patterns (*.example.com) or *. Unset: pages of the request's own host only. A handshake
+    /// without an Origin header (not a browser) is always allowed.
+    #[arg(long, env = "SWITCHBOARD_ALLOWED_ORIGINS", value_parser = parse_origins)]
+    pub allowed_origins: Option<OriginPolicy>,
+
+    /// File holding the HS256 secret of connection tokens (JWT). With it (or
+    /// --auth-jwt-public-key), every WebSocket must present a valid token.
+    #[arg(long, env = "SWITCHBOARD_AUTH_JWT_SECRET")]
+    pub auth_jwt_secret: Option<PathBuf>,
+
+    /// PEM public key of connection tokens: RSA (RS256) or EC P-256 (ES256).
+    #[arg(long, env = "SWITCHBOARD_AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<PathBuf>,
+}
+
+fn parse_origins(text: &str) -> Result<OriginPolicy, String> {
+    text.parse()
 }
 
 /// An HTTP path for a built-in endpoint: absolute, no query.
@@ -308,6 +328,8 @@ impl Config {
             chat_max_rooms: self.chat_max_rooms,
             chat_rate: self.chat_rate,
             chat_burst: self.chat_burst,
+            // Set by the handshake, which loads the keys.
+            tokens: None,
         }
     }
 

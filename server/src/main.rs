@@ -1,5 +1,6 @@
 //! The `switchboard` binary: parse the configuration, set up the process, run the server.
 
+mod access;
 mod config;
 mod config_file;
 mod http;
@@ -7,6 +8,7 @@ mod lifecycle;
 mod probe;
 mod server;
 mod state;
+mod token_command;
 mod units;
 mod ws;
 
@@ -20,6 +22,10 @@ fn main() {
             .map(|arg| arg.to_string_lossy().into_owned())
             .collect();
         std::process::exit(probe::run(&args));
+    }
+    // `switchboard token --sub ann ...`: mints a connection token (see token_command.rs).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "token") {
+        std::process::exit(token_command::run(std::env::args_os().skip(1)));
     }
     let config = Config::from_args();
     lifecycle::init_logging(&config);

@@ -11,6 +11,7 @@ use std::{
 
 use actix_web::{dev::Extensions, http::KeepAlive, rt::net::TcpStream, web, App, HttpServer};
 use switchboard_actors::{
+    access::{token::KeyError, TokenVerifier},
     metrics::METRICS,
     registry::{
         self,
@@ -21,6 +22,7 @@ use switchboard_actors::{
 };
 
 use crate::{
+    access::Access,
     config::Config,
     http::{self, EndpointPaths},
     lifecycle::{self, LifecycleError, PidFile},
@@ -47,6 +49,8 @@ pub enum StartError {
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error("connection tokens: {0}")]
+    Keys(#[from] KeyError),
     #[error("server stopped with an error: {0}")]
     Run(io::Error),
 }
@@ -65,7 +69,15 @@ impl StartError {
 pub fn run(config: Config) -> Result<(), StartError> {
     let static_files = http::StaticFiles::open(&config.static_dir, &config.cache_control)?;
     let session_config = Arc::new(session_config(&config));
-    let handshake = ws::Handshake::new(&config, session_config.clone())?;
+    let tokens = TokenVerifier::from_files(
+        config.auth_jwt_secret.as_deref(),
+        config.auth_jwt_public_key.as_deref(),
+    )?;
+    let access = Access {
+        origins: config.allowed_origins.clone().unwrap_or_default(),
+        tokens: tokens.clone(),
+    };
+    let handshake = ws::Handshake::new(&config, session_config.clone(), access)?;
     // Bind and lock before going to the background, so these mistakes reach the terminal.
     let listener = bind(config.bind)?;
     let metrics_listener = config.metrics_bind.map(bind).transpose()?;
@@ -133,6 +145,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         });
         let publishing = web::Data::new(http::Publishing {
             token: config.api_token.clone().filter(|token| !token.is_empty()),
+            tokens,
             limits: http::BodyLimits {
                 max_bytes: config.max_publish_body,
                 idle: config.body_timeout,

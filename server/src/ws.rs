@@ -20,7 +20,11 @@ use switchboard_actors::{
     transport, ConnectionFd, ProtocolSettings, SessionConfig,
 };
 
-use crate::{config::Config, server::StartError};
+use crate::{
+    access::{Access, AccessRefusal},
+    config::Config,
+    server::StartError,
+};
 
 /// What the handshake needs, built once at start-up.
 pub struct Handshake {
@@ -28,21 +32,31 @@ pub struct Handshake {
     session: Arc<SessionConfig>,
     settings: ProtocolSettings,
     slots: Option<Arc<SessionSlots>>,
+    access: Access,
 }
 
 impl Handshake {
-    pub fn new(config: &Config, session: Arc<SessionConfig>) -> Result<Handshake, StartError> {
+    pub fn new(
+        config: &Config,
+        session: Arc<SessionConfig>,
+        access: Access,
+    ) -> Result<Handshake, StartError> {
         let default_protocol = protocols::find(&config.default_protocol).ok_or_else(|| {
             StartError::UnknownDefaultProtocol {
                 name: config.default_protocol.clone(),
                 known: protocols::names(),
             }
         })?;
+        let settings = ProtocolSettings {
+            tokens: access.tokens.clone(),
+            ..config.protocol_settings()
+        };
         Ok(Handshake {
             default_protocol,
             session,
-            settings: config.protocol_settings(),
+            settings,
             slots: None,
+            access,
         })
     }
 
@@ -75,6 +89,8 @@ pub enum HandshakeRefusal {
     UnknownProtocol { offered: String, known: String },
     #[error("the server is at its limit of {0} WebSocket connections; retry later")]
     AtCapacity(usize),
+    #[error(transparent)]
+    Access(#[from] AccessRefusal),
 }
 
 impl ResponseError for HandshakeRefusal {
@@ -82,6 +98,8 @@ impl ResponseError for HandshakeRefusal {
         match self {
             HandshakeRefusal::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             HandshakeRefusal::AtCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeRefusal::Access(AccessRefusal::Token(_)) => StatusCode::UNAUTHORIZED,
+            HandshakeRefusal::Access(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -94,6 +112,10 @@ impl ResponseError for HandshakeRefusal {
             }
             HandshakeRefusal::AtCapacity(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
+            }
+            HandshakeRefusal::Access(AccessRefusal::Token(_)) => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#));
             }
             _ => {}
         }
@@ -142,6 +164,7 @@ async fn upgrade(
 ) -> Result<HttpResponse, HandshakeRefusal> {
     actix_http::ws::verify_handshake(req.head())?;
     let (spec, offered) = choose_protocol(&req, handshake.default_protocol)?;
+    let identity = handshake.access.admit(&req, spec)?;
     let slot = match &handshake.slots {
         Some(slots) => Some(slots.try_take().ok_or_else(|| {
             METRICS.sessions_refused.inc();
@@ -162,6 +185,7 @@ async fn upgrade(
             .unwrap_or_default()
             .into(),
         connected_at: SystemTime::now(),
+        identity,
     };
     let config = &handshake.session;
     let fd = req.conn_data::<ConnectionFd>().map(|fd| fd.0);

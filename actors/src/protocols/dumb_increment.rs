@@ -20,6 +20,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     },
     publish: None,
     scope: Scope::Node,
+    room_param: None,
 };
 
 struct DumbIncrement {

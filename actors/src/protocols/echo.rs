@@ -10,6 +10,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     open: |_, _| Box::new(Echo),
     publish: None,
     scope: Scope::Node,
+    room_param: None,
 };
 
 struct Echo;

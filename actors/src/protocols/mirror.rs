@@ -7,11 +7,15 @@ use crate::{
     protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
+/// The query parameter naming the instance (a room).
+const ROOM_PARAM: &str = "mirror";
+
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "lws-mirror-protocol",
     open: |info, _| Box::new(Mirror::new(info)),
     publish: None,
     scope: Scope::Cluster,
+    room_param: Some(ROOM_PARAM),
 };
 
 struct Mirror {
@@ -21,7 +25,7 @@ struct Mirror {
 impl Mirror {
     fn new(info: &ConnectionInfo) -> Mirror {
         Mirror {
-            instance: info.query_param("mirror").unwrap_or_default(),
+            instance: info.query_param(ROOM_PARAM).unwrap_or_default(),
         }
     }
 }

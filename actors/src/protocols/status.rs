@@ -13,6 +13,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     open: |_, _| Box::new(Status),
     publish: None,
     scope: Scope::Node,
+    room_param: None,
 };
 
 struct Status;

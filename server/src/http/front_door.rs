@@ -7,6 +7,7 @@
 //! "response" lasts as long as the connection, holds no logging state (actix's `Logger` keeps
 //! its format and counters for the whole body).
 
+use crate::access::token_source;
 use std::{future::Future, net::SocketAddr, time::Instant};
 
 use actix_web::{
@@ -71,9 +72,10 @@ impl RequestLine {
         RequestLine {
             peer: req.peer_addr(),
             method: req.method().clone(),
+            // Connection tokens in the query never reach the log.
             target: req.uri().path_and_query().map_or_else(
                 || req.path().to_owned(),
-                |target| target.as_str().to_owned(),
+                |target| token_source::redacted(target.as_str()).into_owned(),
             ),
             version: req.version(),
         }

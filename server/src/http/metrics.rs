@@ -146,6 +146,17 @@ impl Collector for SwitchboardCollector {
             "Upgrades refused at the session cap",
             METRICS.sessions_refused.get(),
         )?;
+        counter_family(
+            e,
+            "switchboard_websocket_handshakes_refused",
+            "Upgrades refused by access control (origin, token, room)",
+            "reason",
+            [
+                ("origin".to_owned(), METRICS.refused_origin.get()),
+                ("token".to_owned(), METRICS.refused_token.get()),
+                ("room".to_owned(), METRICS.refused_room.get()),
+            ],
+        )?;
         counter(
             e,
             "switchboard_websocket_messages_received",

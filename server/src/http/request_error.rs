@@ -16,8 +16,10 @@ pub enum RequestError {
     BodyTimeout { seconds: u64 },
     #[error("malformed request body: {0}")]
     BadBody(String),
-    #[error("this endpoint needs `Authorization: Bearer <token>` with the configured API token")]
+    #[error("this endpoint needs `Authorization: Bearer <token>` with the configured API token (or a connection token with a `publish_api` claim)")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{0} is not enabled on this server")]
     Disabled(&'static str),
     #[error("method not allowed; this endpoint accepts {allow}")]
@@ -36,6 +38,7 @@ impl ResponseError for RequestError {
             RequestError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             RequestError::BadBody(_) => StatusCode::BAD_REQUEST,
             RequestError::Unauthorized => StatusCode::UNAUTHORIZED,
+            RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
             RequestError::Disabled(_) => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,

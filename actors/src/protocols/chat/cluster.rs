@@ -32,7 +32,9 @@ use super::{
     wire::Event,
 };
 use crate::{
-    registry::broker::{node_id, ChatLog, ChatLogError, FeedEvent, RoomFeed, RoomLog, Saying},
+    registry::broker::{
+        node_id, ChatLog, ChatLogError, FeedEvent, LogMember, RoomFeed, RoomLog, Saying,
+    },
     SessionId,
 };
 
@@ -122,8 +124,11 @@ impl ChatRooms {
             ToRooms::Gone { conn } => return self.cluster_gone(*conn),
         };
         let recipient = ctx.address().recipient();
-        if let ToRooms::Join { conn, nick, .. } = &request {
-            self.remember(*conn, &room, nick);
+        if let ToRooms::Join {
+            conn, nick, user, ..
+        } = &request
+        {
+            self.remember(*conn, &room, nick, user.clone());
         }
         let cluster = self.cluster_mut();
         if let ToRooms::Join { conn, .. } = &request {
@@ -151,6 +156,7 @@ impl ChatRooms {
                 conn,
                 room,
                 nick,
+                user,
                 since,
                 epoch,
                 mailbox,
@@ -163,7 +169,10 @@ impl ChatRooms {
                 {
                     return;
                 }
-                let joining = self.cluster_mut().log.join(&room, conn, &nick);
+                let joining = self
+                    .cluster_mut()
+                    .log
+                    .join(&room, conn, &nick, user.as_deref());
                 let answer = Answer {
                     nick,
                     since,
@@ -262,12 +271,13 @@ impl ChatRooms {
         );
     }
 
-    fn remember(&mut self, conn: SessionId, room: &str, nick: &str) {
+    fn remember(&mut self, conn: SessionId, room: &str, nick: &str, user: Option<Arc<str>>) {
         let entry = self
             .conns
             .entry(conn)
             .or_insert_with(|| super::rooms::Conn {
                 nick: nick.to_owned(),
+                user,
                 rooms: Vec::new(),
             });
         nick.clone_into(&mut entry.nick);
@@ -313,6 +323,7 @@ impl ChatRooms {
             .entry(conn)
             .or_insert_with(|| super::rooms::Conn {
                 nick: nick.clone(),
+                user: None,
                 rooms: Vec::new(),
             });
         let old = std::mem::replace(&mut entry.nick, nick.clone());
@@ -588,15 +599,19 @@ impl ChatRooms {
                 }
             }
             Some(("j", rest)) => {
-                // A join: `j<member> <event>`; a joiner of this node is answered after it.
+                // A join: `j<member> <event>`; a joiner of this node is answered after it. No
+                // event: the joiner's user was in the room already.
                 let Some((member, event)) = rest.split_once(' ') else {
                     return;
                 };
-                if let Some(Feed {
-                    state: FeedState::Live(_),
-                    ..
-                }) = self.cluster_mut().feeds.get(room)
-                {
+                let live = matches!(
+                    self.cluster_mut().feeds.get(room),
+                    Some(Feed {
+                        state: FeedState::Live(_),
+                        ..
+                    })
+                );
+                if live && !event.is_empty() {
                     publish_room(room, ByteString::from(event.to_owned()));
                 }
                 let own = member
@@ -631,10 +646,12 @@ impl ChatRooms {
             .conns
             .iter()
             .flat_map(|(conn, entry)| {
-                entry
-                    .rooms
-                    .iter()
-                    .map(|room| (room.clone(), *conn, entry.nick.clone()))
+                entry.rooms.iter().map(|room| LogMember {
+                    room: room.clone(),
+                    conn: *conn,
+                    nick: entry.nick.clone(),
+                    user: entry.user.clone(),
+                })
             })
             .collect();
         let resyncing = self.cluster_mut().log.resync(members);

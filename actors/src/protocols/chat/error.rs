@@ -2,6 +2,8 @@
 //! event. None of these closes the connection: the request is refused (or, for `history_lost`,
 //! the client is told of a gap), the connection stays.
 
+use crate::access::TokenError;
+
 /// Why a client's request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ChatError {
@@ -9,7 +11,7 @@ pub enum ChatError {
     BadJson(String),
     #[error("a request is a JSON object with a known \"type\": {0}")]
     BadRequest(String),
-    #[error("unknown request type \"{0}\" (known: join, leave, say, nick)")]
+    #[error("unknown request type \"{0}\" (known: join, leave, say, nick, refresh)")]
     UnknownType(String),
     #[error("requests are JSON in text messages, not binary ones")]
     BinaryFrame,
@@ -39,6 +41,29 @@ pub enum ChatError {
         "messages of room \"{0}\" were missed and are no longer kept; join it again to get what is"
     )]
     HistoryLost(String),
+    /// The connection's token does not allow it (see [`Forbidden`]).
+    #[error("{why}")]
+    Forbidden {
+        room: Option<String>,
+        why: Forbidden,
+    },
+    #[error("the token was refused: {0}")]
+    BadToken(#[from] TokenError),
+}
+
+/// What a connection's token (or the lack of tokens) does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("the nick is the token's name and cannot be changed")]
+    Rename,
+    #[error("this room is private: the token's `rooms` claim does not name it")]
+    PrivateRoom,
+    #[error("the token does not allow sending (`publish` is false)")]
+    Publish,
+    #[error("a refresh must carry a token of the same user (`sub`)")]
+    OtherUser,
+    #[error("tokens are not in use on this server")]
+    NoTokens,
 }
 
 impl ChatError {
@@ -61,6 +86,8 @@ impl ChatError {
             ChatError::RateLimited { .. } => "rate_limited",
             ChatError::Unavailable => "unavailable",
             ChatError::HistoryLost(_) => "history_lost",
+            ChatError::Forbidden { .. } => "forbidden",
+            ChatError::BadToken(_) => "bad_token",
         }
     }
 
@@ -68,6 +95,9 @@ impl ChatError {
     pub fn room(&self) -> Option<&str> {
         match self {
             ChatError::HistoryLost(room) => Some(room),
+            ChatError::Forbidden {
+                room: Some(room), ..
+            } => Some(room),
             _ => None,
         }
     }

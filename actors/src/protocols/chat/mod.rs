@@ -38,17 +38,21 @@ mod room;
 mod rooms;
 mod wire;
 
-use std::time::Instant;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::Addr;
 
 use self::{
-    error::ChatError,
+    error::{ChatError, Forbidden},
     limits::{check_room, Limits, TokenBucket},
     rooms::{reply_room, ChatRooms, JoinRefused, ToRooms},
     wire::{Event, Request},
 };
 use crate::{
+    access::{identity::may_join, TokenVerifier},
     config::ProtocolSettings,
     message::Message,
     protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
@@ -60,6 +64,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     open: |info, settings| Box::new(Chat::new(info, settings)),
     publish: Some(rooms::announce),
     scope: Scope::Node,
+    room_param: None,
 };
 
 /// One chat connection: its nick, the rooms it asked to be in, its rate limit.
@@ -73,6 +78,8 @@ struct Chat {
     owner: Addr<ChatRooms>,
     /// Whether the owner has heard of this connection (and so must hear that it is gone).
     known_to_owner: bool,
+    /// The checker of connection tokens, for `refresh` (`None`: tokens are off).
+    tokens: Option<Arc<TokenVerifier>>,
 }
 
 impl Chat {
@@ -81,10 +88,12 @@ impl Chat {
             conn: info.id,
             limits: Limits::new(settings),
             bucket: TokenBucket::new(settings.chat_rate, settings.chat_burst, Instant::now()),
-            nick: None,
+            // With a token, the nick is the token's name, for good.
+            nick: info.identity.as_ref().map(|identity| identity.name.clone()),
             rooms: Vec::new(),
             owner: rooms::owner(settings.chat_history),
             known_to_owner: false,
+            tokens: settings.tokens.clone(),
         }
     }
 
@@ -107,8 +116,9 @@ impl Chat {
                 epoch,
             } => self.join(cx, room, nick, since, epoch),
             Request::Leave { room } => self.leave(cx, room),
-            Request::Say { room, text } => self.say(room, text),
-            Request::Nick { nick } => self.nick(nick),
+            Request::Say { room, text } => self.say(cx, room, text),
+            Request::Nick { nick } => self.nick(cx, nick),
+            Request::Refresh { token } => self.refresh(cx, &token),
         }
     }
 
@@ -122,6 +132,20 @@ impl Chat {
         epoch: Option<String>,
     ) -> Result<(), ChatError> {
         check_room(&room)?;
+        if !may_join(cx.identity().map(|identity| &**identity), &room) {
+            return Err(ChatError::Forbidden {
+                room: Some(room),
+                why: Forbidden::PrivateRoom,
+            });
+        }
+        if let Some(identity) = cx.identity() {
+            if nick.as_ref().is_some_and(|nick| *nick != identity.name) {
+                return Err(ChatError::Forbidden {
+                    room: Some(room),
+                    why: Forbidden::Rename,
+                });
+            }
+        }
         if let Some(nick) = &nick {
             self.limits.check_nick(nick)?;
         }
@@ -150,6 +174,7 @@ impl Chat {
             conn: self.conn,
             room,
             nick,
+            user: cx.identity().map(|identity| identity.sub.clone()),
             since,
             epoch,
             mailbox: cx.mailbox(),
@@ -170,9 +195,20 @@ impl Chat {
         Ok(())
     }
 
-    fn say(&mut self, room: String, text: String) -> Result<(), ChatError> {
+    fn say(
+        &mut self,
+        cx: &mut ProtocolCx<'_>,
+        room: String,
+        text: String,
+    ) -> Result<(), ChatError> {
         if !self.rooms.contains(&room) {
             return Err(ChatError::NotInRoom(room));
+        }
+        if cx.identity().is_some_and(|identity| !identity.publish) {
+            return Err(ChatError::Forbidden {
+                room: Some(room),
+                why: Forbidden::Publish,
+            });
         }
         self.limits.check_text(&text)?;
         self.tell(ToRooms::Say {
@@ -183,13 +219,41 @@ impl Chat {
         Ok(())
     }
 
-    fn nick(&mut self, nick: String) -> Result<(), ChatError> {
+    fn nick(&mut self, cx: &mut ProtocolCx<'_>, nick: String) -> Result<(), ChatError> {
+        if cx.identity().is_some() {
+            return Err(ChatError::Forbidden {
+                room: None,
+                why: Forbidden::Rename,
+            });
+        }
         self.limits.check_nick(&nick)?;
         self.nick = Some(nick.clone());
         self.tell(ToRooms::Nick {
             conn: self.conn,
             nick,
         });
+        Ok(())
+    }
+
+    /// A newer token of the same user: the connection now lives (and may do) what it says.
+    /// The nick stays the one the connection has in its rooms.
+    fn refresh(&mut self, cx: &mut ProtocolCx<'_>, token: &str) -> Result<(), ChatError> {
+        let (Some(tokens), Some(current)) = (&self.tokens, cx.identity()) else {
+            return Err(ChatError::Forbidden {
+                room: None,
+                why: Forbidden::NoTokens,
+            });
+        };
+        let renewed = tokens.verify(token)?;
+        if renewed.sub != current.sub {
+            return Err(ChatError::Forbidden {
+                room: None,
+                why: Forbidden::OtherUser,
+            });
+        }
+        let exp = renewed.expires;
+        cx.renew_identity(Arc::new(renewed));
+        cx.send_text(Event::Refreshed { exp }.encode());
         Ok(())
     }
 }
@@ -216,6 +280,11 @@ impl Protocol for Chat {
         self.rooms.retain(|joined| *joined != refused.room);
         cx.leave(&refused.room);
         cx.send_text(Event::error(&refused.error));
+    }
+
+    fn on_expiring(&mut self, cx: &mut ProtocolCx<'_>, remaining: Duration) {
+        let in_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
+        cx.send_text(Event::Expiring { in_ms }.encode());
     }
 
     /// Others in its rooms see it leave; the registry groups are left by the session.

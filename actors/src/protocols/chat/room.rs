@@ -3,6 +3,7 @@
 
 use std::{
     collections::VecDeque,
+    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -25,9 +26,32 @@ pub struct Room {
     last_id: u64,
     history: VecDeque<Stored>,
     capacity: usize,
-    /// Connection → nick, in the order they joined.
-    members: IndexMap<SessionId, String>,
+    /// The members, in the order they joined.
+    members: IndexMap<MemberKey, Member>,
     empty_since: Option<Instant>,
+}
+
+/// Who a member is: a user (every connection of one token `sub`: one member in presence), or a
+/// connection without a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemberKey {
+    Conn(SessionId),
+    User(Arc<str>),
+}
+
+impl MemberKey {
+    pub fn of(conn: SessionId, user: Option<&Arc<str>>) -> MemberKey {
+        match user {
+            Some(sub) => MemberKey::User(sub.clone()),
+            None => MemberKey::Conn(conn),
+        }
+    }
+}
+
+/// A member's nick and its connections in the room (more than one only for a user).
+struct Member {
+    nick: String,
+    conns: Vec<SessionId>,
 }
 
 /// What a rejoining client gets: whether it recovered, and the messages to send it.
@@ -96,32 +120,65 @@ impl Room {
         self.history.push_back(Stored { id, event });
     }
 
-    pub fn add_member(&mut self, conn: SessionId, nick: &str) {
-        self.members.insert(conn, nick.to_owned());
+    /// Adds a connection to the room; returns whether that made a new member (a user's second
+    /// connection does not).
+    pub fn add_member(&mut self, key: MemberKey, conn: SessionId, nick: &str) -> bool {
         self.empty_since = None;
+        match self.members.entry(key) {
+            indexmap::map::Entry::Occupied(mut member) => {
+                let conns = &mut member.get_mut().conns;
+                if !conns.contains(&conn) {
+                    conns.push(conn);
+                }
+                false
+            }
+            indexmap::map::Entry::Vacant(slot) => {
+                slot.insert(Member {
+                    nick: nick.to_owned(),
+                    conns: vec![conn],
+                });
+                true
+            }
+        }
     }
 
-    /// Removes a member; returns its nick if it was one.
-    pub fn remove_member(&mut self, conn: SessionId, now: Instant) -> Option<String> {
-        let nick = self.members.shift_remove(&conn)?;
+    /// Removes a connection from the room; returns the member's nick if the member is gone
+    /// with it (a user leaves with its last connection).
+    pub fn remove_member(
+        &mut self,
+        key: &MemberKey,
+        conn: SessionId,
+        now: Instant,
+    ) -> Option<String> {
+        let member = self.members.get_mut(key)?;
+        member.conns.retain(|other| *other != conn);
+        if !member.conns.is_empty() {
+            return None;
+        }
+        let member = self.members.shift_remove(key)?;
         if self.members.is_empty() {
             self.empty_since = Some(now);
         }
-        Some(nick)
+        Some(member.nick)
     }
 
-    pub fn rename_member(&mut self, conn: SessionId, nick: &str) {
-        if let Some(current) = self.members.get_mut(&conn) {
-            nick.clone_into(current);
+    pub fn rename_member(&mut self, key: &MemberKey, nick: &str) {
+        if let Some(member) = self.members.get_mut(key) {
+            nick.clone_into(&mut member.nick);
         }
     }
 
-    pub fn is_member(&self, conn: SessionId) -> bool {
-        self.members.contains_key(&conn)
+    pub fn is_member(&self, key: &MemberKey, conn: SessionId) -> bool {
+        self.members
+            .get(key)
+            .is_some_and(|member| member.conns.contains(&conn))
     }
 
     pub fn members(&self) -> Vec<&str> {
-        self.members.values().map(String::as_str).collect()
+        self.members
+            .values()
+            .map(|member| member.nick.as_str())
+            .collect()
     }
 
     /// Since when the room has had no members (`None`: it has some).
@@ -310,16 +367,34 @@ mod tests {
     fn members_keep_join_order_and_empty_rooms_are_dated() {
         let now = Instant::now();
         let mut room = Room::new(1, now);
-        room.add_member(1, "ann");
-        room.add_member(2, "bob");
-        room.add_member(3, "cy");
-        assert_eq!(room.remove_member(1, now).as_deref(), Some("ann"));
-        room.rename_member(3, "cyd");
+        let key = MemberKey::Conn;
+        assert!(room.add_member(key(1), 1, "ann"));
+        assert!(room.add_member(key(2), 2, "bob"));
+        assert!(room.add_member(key(3), 3, "cy"));
+        assert_eq!(room.remove_member(&key(1), 1, now).as_deref(), Some("ann"));
+        room.rename_member(&key(3), "cyd");
         assert_eq!(room.members(), ["bob", "cyd"]);
         assert_eq!(room.empty_since(), None);
-        room.remove_member(2, now);
-        room.remove_member(3, now);
+        room.remove_member(&key(2), 2, now);
+        room.remove_member(&key(3), 3, now);
         assert_eq!(room.empty_since(), Some(now));
-        assert_eq!(room.remove_member(3, now), None);
+        assert_eq!(room.remove_member(&key(3), 3, now), None);
+    }
+
+    #[test]
+    fn a_user_is_one_member_until_its_last_connection_leaves() {
+        let now = Instant::now();
+        let mut room = Room::new(1, now);
+        let ann = MemberKey::User("u-ann".into());
+        assert!(room.add_member(ann.clone(), 1, "Ann"));
+        assert!(room.add_member(MemberKey::Conn(2), 2, "bob"));
+        assert!(!room.add_member(ann.clone(), 3, "Ann"));
+        assert_eq!(room.members(), ["Ann", "bob"]);
+        assert!(room.is_member(&ann, 3));
+        assert_eq!(room.remove_member(&ann, 1, now), None);
+        assert_eq!(room.members(), ["Ann", "bob"]);
+        assert!(!room.is_member(&ann, 1));
+        assert_eq!(room.remove_member(&ann, 3, now).as_deref(), Some("Ann"));
+        assert_eq!(room.members(), ["bob"]);
     }
 }

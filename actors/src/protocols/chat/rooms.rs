@@ -17,7 +17,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::Pin,
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -29,7 +29,7 @@ use bytestring::ByteString;
 use super::{
     cluster::Cluster,
     error::ChatError,
-    room::{now_ms, Room},
+    room::{now_ms, MemberKey, Room},
     wire::{Event, Presence},
 };
 use crate::{
@@ -63,6 +63,8 @@ pub enum ToRooms {
         conn: SessionId,
         room: String,
         nick: String,
+        /// The token's `sub`: connections of one user are one member.
+        user: Option<Arc<str>>,
         since: Option<u64>,
         epoch: Option<String>,
         /// Where to say that the join could not be done (cluster: the broker is unreachable).
@@ -174,10 +176,17 @@ impl Handler<Announce> for ChatRooms {
     }
 }
 
-/// What the owner knows of a connection: its nick and the rooms it is in.
+/// What the owner knows of a connection: its nick, its user (token `sub`) and its rooms.
 pub(super) struct Conn {
     pub(super) nick: String,
+    pub(super) user: Option<Arc<str>>,
     pub(super) rooms: Vec<String>,
+}
+
+impl Conn {
+    pub(super) fn member_key(&self, conn: SessionId) -> MemberKey {
+        MemberKey::of(conn, self.user.as_ref())
+    }
 }
 
 pub struct ChatRooms {
@@ -215,10 +224,11 @@ impl Handler<ToRooms> for ChatRooms {
                 conn,
                 room,
                 nick,
+                user,
                 since,
                 epoch,
                 ..
-            } => self.join(conn, room, nick, since, epoch.as_deref()),
+            } => self.join(conn, room, nick, user, since, epoch.as_deref()),
             ToRooms::Leave { conn, room } => self.leave(conn, &room),
             ToRooms::Say { conn, room, text } => self.say(conn, &room, &text),
             ToRooms::Nick { conn, nick } => self.nick(conn, nick),
@@ -228,13 +238,15 @@ impl Handler<ToRooms> for ChatRooms {
 }
 
 impl ChatRooms {
-    /// Adds the member, tells the others, then answers the joiner. The joiner is already in
-    /// the room's registry group, so everything published after this reaches it.
+    /// Adds the member, tells the others (unless the user was in the room already, on another
+    /// connection), then answers the joiner. The joiner is already in the room's registry group,
+    /// so everything published after this reaches it.
     fn join(
         &mut self,
         conn: SessionId,
         room: String,
         nick: String,
+        user: Option<Arc<str>>,
         since: Option<u64>,
         epoch: Option<&str>,
     ) {
@@ -243,22 +255,25 @@ impl ChatRooms {
             .rooms
             .entry(room.clone())
             .or_insert_with(|| Room::new(history, Instant::now()));
-        if state.is_member(conn) {
+        let key = MemberKey::of(conn, user.as_ref());
+        if state.is_member(&key, conn) {
             return;
         }
-        state.add_member(conn, &nick);
-        publish_room(
-            &room,
-            Event::Presence {
-                room: &room,
-                event: Presence::Join,
-                nick: &nick,
-            }
-            .encode(),
-        );
+        if state.add_member(key, conn, &nick) {
+            publish_room(
+                &room,
+                Event::Presence {
+                    room: &room,
+                    event: Presence::Join,
+                    nick: &nick,
+                }
+                .encode(),
+            );
+        }
         reply(conn, state.joined(&room, &nick, since, epoch));
         let entry = self.conns.entry(conn).or_insert_with(|| Conn {
             nick: nick.clone(),
+            user,
             rooms: Vec::new(),
         });
         entry.nick = nick;
@@ -270,7 +285,8 @@ impl ChatRooms {
             return;
         };
         entry.rooms.retain(|joined| joined != room);
-        self.remove_member(conn, room);
+        let key = entry.member_key(conn);
+        self.remove_member(conn, &key, room);
         reply(conn, Event::Left { room }.encode());
     }
 
@@ -280,12 +296,13 @@ impl ChatRooms {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
-        let Some(nick) = self.conns.get(&conn).map(|entry| entry.nick.as_str()) else {
+        let Some(entry) = self.conns.get(&conn) else {
             return;
         };
-        if !state.is_member(conn) {
+        if !state.is_member(&entry.member_key(conn), conn) {
             return;
         }
+        let nick = entry.nick.as_str();
         publish_room(room, state.say(room, nick, text, now_ms()));
     }
 
@@ -293,12 +310,14 @@ impl ChatRooms {
     fn nick(&mut self, conn: SessionId, nick: String) {
         let entry = self.conns.entry(conn).or_insert_with(|| Conn {
             nick: nick.clone(),
+            user: None,
             rooms: Vec::new(),
         });
         let old = std::mem::replace(&mut entry.nick, nick);
+        let key = entry.member_key(conn);
         for room in &entry.rooms {
             if let Some(state) = self.rooms.get_mut(room) {
-                state.rename_member(conn, &entry.nick);
+                state.rename_member(&key, &entry.nick);
             }
             if old != entry.nick {
                 publish_room(
@@ -327,17 +346,18 @@ impl ChatRooms {
         let Some(entry) = self.conns.remove(&conn) else {
             return;
         };
+        let key = entry.member_key(conn);
         for room in &entry.rooms {
-            self.remove_member(conn, room);
+            self.remove_member(conn, &key, room);
         }
     }
 
-    /// Removes a member and tells the room.
-    fn remove_member(&mut self, conn: SessionId, room: &str) {
+    /// Removes a connection from the room, and tells the room if its member is gone.
+    fn remove_member(&mut self, conn: SessionId, key: &MemberKey, room: &str) {
         let Some(state) = self.rooms.get_mut(room) else {
             return;
         };
-        if let Some(nick) = state.remove_member(conn, Instant::now()) {
+        if let Some(nick) = state.remove_member(key, conn, Instant::now()) {
             publish_room(
                 room,
                 Event::Presence {

@@ -32,10 +32,14 @@ pub enum Request {
     Nick {
         nick: String,
     },
+    /// Replace the connection's token with a newer one of the same user, before it expires.
+    Refresh {
+        token: String,
+    },
 }
 
 /// The request types, for telling an unknown type from a malformed known one.
-const REQUEST_TYPES: [&str; 4] = ["join", "leave", "say", "nick"];
+const REQUEST_TYPES: [&str; 5] = ["join", "leave", "say", "nick", "refresh"];
 
 /// Parses a request; a failure says whether it was not JSON, not a known type, or a known type
 /// with wrong fields.
@@ -110,6 +114,14 @@ pub enum Event<'a> {
         old: &'a str,
         new: &'a str,
     },
+    /// The connection's token expires in `in_ms` milliseconds: send a `refresh` before.
+    Expiring {
+        in_ms: u64,
+    },
+    /// The answer to a good `refresh`: the new token's expiry (seconds since the Unix epoch).
+    Refreshed {
+        exp: Option<u64>,
+    },
     Error {
         code: &'a str,
         /// The room of an error about a whole room (`history_lost`).
@@ -180,6 +192,12 @@ mod tests {
         assert_eq!(
             parse(r#"{"type":"nick","nick":"bo"}"#),
             Ok(Request::Nick { nick: "bo".into() })
+        );
+        assert_eq!(
+            parse(r#"{"type":"refresh","token":"a.b.c"}"#),
+            Ok(Request::Refresh {
+                token: "a.b.c".into()
+            })
         );
     }
 

@@ -89,6 +89,16 @@ pub struct Saying {
     pub ts: u64,
 }
 
+/// One of this node's chat members, as a resync gives it to the log.
+#[derive(Debug, Clone)]
+pub struct LogMember {
+    pub room: String,
+    pub conn: crate::SessionId,
+    pub nick: String,
+    /// The token's `sub` (connections of one user are one member in presence).
+    pub user: Option<std::sync::Arc<str>>,
+}
+
 /// A chat member's name in the log: `node/connection`, unique in the cluster.
 pub fn member_name(node: &str, conn: crate::SessionId) -> String {
     format!("{node}/{conn}")
@@ -101,17 +111,25 @@ pub trait ChatLog: Send + Sync + 'static {
     /// node watching the room; resolves to the ids. The messages reach the log in the order
     /// given (one pipeline), so one sender's messages get increasing ids.
     fn say(&self, messages: Vec<Saying>) -> ChatFuture<Vec<u64>>;
-    /// Adds a member (a presence `join` event goes to the room); resolves to the members.
-    fn join(&self, room: &str, conn: crate::SessionId, nick: &str) -> ChatFuture<Vec<String>>;
-    /// Removes a member (a presence `leave` event goes to the room, if it was one).
+    /// Adds a member (a presence `join` event goes to the room, unless `user` was in it already
+    /// on another connection); resolves to the members, one per user, in join order.
+    fn join(
+        &self,
+        room: &str,
+        conn: crate::SessionId,
+        nick: &str,
+        user: Option<&str>,
+    ) -> ChatFuture<Vec<String>>;
+    /// Removes a member (a presence `leave` event goes to the room if it was one, and the last
+    /// connection of its user).
     fn leave(&self, room: &str, conn: crate::SessionId) -> ChatFuture<()>;
     /// Renames a member in a room (a `nick` event goes to the room).
     fn rename(&self, room: &str, conn: crate::SessionId, old: &str, new: &str) -> ChatFuture<()>;
     /// The room as it is now (created with a new epoch if the log has no such room).
     fn snapshot(&self, room: &str) -> ChatFuture<RoomLog>;
-    /// After a broker outage: makes the log's members of this node exactly `members`
-    /// (room, connection, nick), with presence events for what changed, and keeps the rooms.
-    fn resync(&self, members: Vec<(String, crate::SessionId, String)>) -> ChatFuture<()>;
+    /// After a broker outage: makes the log's members of this node exactly `members`, with
+    /// presence events for what changed, and keeps the rooms.
+    fn resync(&self, members: Vec<LogMember>) -> ChatFuture<()>;
     /// Keeps these rooms (their ids, epoch and history) alive for another while: rooms with
     /// members are kept, rooms without them expire as on a single node.
     fn keep(&self, rooms: Vec<String>) -> ChatFuture<()>;

@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 
 use super::{link::Route, scripts, Command, RedisSettings, SharedConnection, Stats};
 use crate::{
-    registry::broker::{member_name, ChatFuture, ChatLog, ChatLogError, RoomFeed, RoomLog, Saying},
+    registry::broker::{
+        member_name, ChatFuture, ChatLog, ChatLogError, LogMember, RoomFeed, RoomLog, Saying,
+    },
     SessionId,
 };
 
@@ -127,12 +129,18 @@ impl ChatLog for RedisChatLog {
         })
     }
 
-    fn join(&self, room: &str, conn: SessionId, nick: &str) -> ChatFuture<Vec<String>> {
-        let members = self.run::<Vec<Vec<u8>>>(
+    fn join(
+        &self,
+        room: &str,
+        conn: SessionId,
+        nick: &str,
+        user: Option<&str>,
+    ) -> ChatFuture<Vec<String>> {
+        let members = self.run::<(Vec<Vec<u8>>, Vec<Vec<u8>>)>(
             &scripts::JOIN,
             vec![
-                scripts::chat_meta(room),
                 scripts::chat_members(room),
+                scripts::chat_users(room),
                 scripts::node_rooms(&self.node),
             ],
             vec![
@@ -142,20 +150,20 @@ impl ChatLog for RedisChatLog {
                 scripts::chat_channel(room),
                 presence(room, "join", nick),
                 ROOM_TTL_MS.to_string(),
+                user.unwrap_or_default().to_owned(),
             ],
         );
-        Box::pin(async move { Ok(nicks_in_join_order(members.await?)) })
+        Box::pin(async move {
+            let (members, users) = members.await?;
+            Ok(nicks_in_join_order(members, users))
+        })
     }
 
     fn leave(&self, room: &str, conn: SessionId) -> ChatFuture<()> {
         self.run(
             &scripts::LEAVE,
-            vec![scripts::chat_members(room)],
-            vec![
-                member_name(&self.node, conn),
-                scripts::chat_channel(room),
-                json(room),
-            ],
+            vec![],
+            vec![member_name(&self.node, conn), room.to_owned()],
         )
     }
 
@@ -185,6 +193,7 @@ impl ChatLog for RedisChatLog {
                 scripts::chat_meta(room),
                 scripts::chat_stream(room),
                 scripts::chat_members(room),
+                scripts::chat_users(room),
             ],
             vec![
                 crate::registry::broker::new_epoch(),
@@ -199,12 +208,14 @@ impl ChatLog for RedisChatLog {
         })
     }
 
-    fn resync(&self, members: Vec<(String, SessionId, String)>) -> ChatFuture<()> {
-        let list: Vec<[String; 4]> = members
+    fn resync(&self, members: Vec<LogMember>) -> ChatFuture<()> {
+        let list: Vec<[String; 5]> = members
             .into_iter()
-            .map(|(room, conn, nick)| {
-                let event = presence(&room, "join", &nick);
-                [room, member_name(&self.node, conn), nick, event]
+            .map(|member| {
+                let event = presence(&member.room, "join", &member.nick);
+                let user = member.user.as_deref().unwrap_or_default().to_owned();
+                let name = member_name(&self.node, member.conn);
+                [member.room, name, member.nick, event, user]
             })
             .collect();
         let list = serde_json::to_string(&list).expect("strings always serialize");
@@ -228,26 +239,37 @@ impl ChatLog for RedisChatLog {
     }
 }
 
-/// Members from `HGETALL` (member → `SEQ NICK`), in join order.
-fn nicks_in_join_order(flat: Vec<Vec<u8>>) -> Vec<String> {
-    let mut members: Vec<(u64, String)> = flat
+/// Members from `HGETALL` of the members (member → `SEQ NICK`) and of the users (member →
+/// `sub`), in join order, a user once (where its first connection joined).
+fn nicks_in_join_order(flat: Vec<Vec<u8>>, users: Vec<Vec<u8>>) -> Vec<String> {
+    let users: std::collections::HashMap<&[u8], &[u8]> = users
+        .chunks_exact(2)
+        .map(|pair| (pair[0].as_slice(), pair[1].as_slice()))
+        .collect();
+    let mut members: Vec<(u64, Option<&[u8]>, String)> = flat
         .chunks_exact(2)
         .filter_map(|pair| {
             let entry = std::str::from_utf8(&pair[1]).ok()?;
             let (seq, nick) = entry.split_once(' ')?;
-            Some((seq.parse().ok()?, nick.to_owned()))
+            let user = users.get(pair[0].as_slice()).copied();
+            Some((seq.parse().ok()?, user, nick.to_owned()))
         })
         .collect();
-    members.sort_by_key(|(seq, _)| *seq);
-    members.into_iter().map(|(_, nick)| nick).collect()
+    members.sort_by_key(|(seq, _, _)| *seq);
+    let mut seen = std::collections::HashSet::new();
+    members
+        .into_iter()
+        .filter(|(_, user, _)| user.is_none_or(|user| seen.insert(user)))
+        .map(|(_, _, nick)| nick)
+        .collect()
 }
 
-/// `{epoch, last id, XRANGE entries, HGETALL members}` as the snapshot script returns it.
+/// `{epoch, last id, XRANGE entries, HGETALL members, HGETALL users}` as the snapshot script returns it.
 fn parse_snapshot(reply: Value) -> Option<RoomLog> {
     let Value::Array(parts) = reply else {
         return None;
     };
-    let [epoch, last_id, entries, members]: [Value; 4] = parts.try_into().ok()?;
+    let [epoch, last_id, entries, members, users]: [Value; 5] = parts.try_into().ok()?;
     let epoch: String = redis::from_redis_value(epoch).ok()?;
     let last_id: u64 = redis::from_redis_value(last_id).ok()?;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::from_redis_value(entries).ok()?;
@@ -260,11 +282,12 @@ fn parse_snapshot(reply: Value) -> Option<RoomLog> {
         })
         .collect();
     let members: Vec<Vec<u8>> = redis::from_redis_value(members).ok()?;
+    let users: Vec<Vec<u8>> = redis::from_redis_value(users).ok()?;
     Some(RoomLog {
         epoch,
         last_id,
         kept,
-        members: nicks_in_join_order(members),
+        members: nicks_in_join_order(members, users),
     })
 }
 
@@ -272,12 +295,31 @@ fn parse_snapshot(reply: Value) -> Option<RoomLog> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn members_come_in_join_order() {
-        let flat = [("n1/4", "3 cy"), ("n2/1", "1 ann"), ("n1/9", "2 bob smith")]
+    fn flat(pairs: &[(&str, &str)]) -> Vec<Vec<u8>> {
+        pairs
             .iter()
             .flat_map(|(field, value)| [field.as_bytes().to_vec(), value.as_bytes().to_vec()])
-            .collect();
-        assert_eq!(nicks_in_join_order(flat), ["ann", "bob smith", "cy"]);
+            .collect()
+    }
+
+    #[test]
+    fn members_come_in_join_order() {
+        let members = flat(&[("n1/4", "3 cy"), ("n2/1", "1 ann"), ("n1/9", "2 bob smith")]);
+        assert_eq!(
+            nicks_in_join_order(members, Vec::new()),
+            ["ann", "bob smith", "cy"]
+        );
+    }
+
+    #[test]
+    fn a_user_on_several_connections_is_listed_once() {
+        let members = flat(&[
+            ("n1/4", "3 Ann"),
+            ("n2/1", "1 Ann"),
+            ("n1/9", "2 bob"),
+            ("n1/7", "4 Cy"),
+        ]);
+        let users = flat(&[("n1/4", "u-ann"), ("n2/1", "u-ann"), ("n1/7", "u-cy")]);
+        assert_eq!(nicks_in_join_order(members, users), ["Ann", "bob", "Cy"]);
     }
 }
