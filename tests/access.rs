@@ -696,6 +696,27 @@ async fn the_access_log_never_shows_a_token() {
     .await;
 }
 
+/// However the `token` parameter is spelled in the URL (its name percent-encoded, which the
+/// server decodes), the access log does not show the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_encoded_token_parameter_is_not_logged_either() {
+    bounded(async {
+        let server = start_hs(&[]);
+        let token = hs256(&json!({"sub": "log-cy", "exp": now() + 3600}));
+        let response = handshake(&server, &format!("/encoded?%74oken={token}"), &[]).await;
+        let signature = token.rsplit('.').next().unwrap();
+        let line = server
+            .wait_for_log("/encoded?", ANSWER)
+            .unwrap_or_else(|| panic!("the access log line: {:?}", server.log()));
+        assert!(
+            server.log().iter().all(|line| !line.contains(signature)),
+            "the handshake was answered {} and the log shows its token: {line}",
+            response.status
+        );
+    })
+    .await;
+}
+
 /// The server's own `--help`-style rule for secrets: the file's one trailing newline is not part
 /// of the secret (the fixture ends with one; tokens are signed without it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1298,6 +1319,66 @@ async fn a_refresh_with_a_later_token_keeps_the_connection_open() {
             .join_with(json!({"type": "join", "room": "private:later"}))
             .await;
         assert_eq!(joined["members"], json!(["Ann"]));
+    })
+    .await;
+}
+
+/// The new token's claims are in force after a refresh: `publish`, and its `exp`, when the
+/// connection is then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refreshed_connection_lives_by_the_new_token() {
+    bounded(async {
+        let server = start_hs(&[]);
+        let (token, exp) = short_token("u-ann", 3, json!({"name": "Ann", "publish": false}));
+        let mut ann = chat(&server, &token).await;
+        expect_expiring(&mut ann, exp).await;
+        ann.join_with(json!({"type": "join", "room": "r"})).await;
+        ann.say("r", "muted").await;
+        ann.expect_error("forbidden").await;
+
+        let exp2 = exp + 3;
+        let refresh = hs256(&json!({"sub": "u-ann", "exp": exp2}));
+        ann.send(json!({"type": "refresh", "token": refresh})).await;
+        assert_eq!(ann.next().await, json!({"type": "refreshed", "exp": exp2}));
+        ann.assert_usable("r").await;
+
+        // Open past the first exp, closed at the second.
+        let closed = read_until_close(&mut ann.ws, exp2 * 1000 + 3000).await;
+        assert!(
+            closed.at_ms >= exp * 1000 + 1000,
+            "closed at the old exp: {} ms after it",
+            closed.at_ms.saturating_sub(exp * 1000)
+        );
+        assert_expired_at(closed.code, &closed.reason, closed.at_ms, exp2);
+    })
+    .await;
+}
+
+/// A refresh may also shorten a connection's life: a token valid for an hour, or one without
+/// `exp`, replaced by one that expires in a few seconds: the connection is closed at the new
+/// `exp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_to_an_earlier_exp_closes_the_connection_at_the_new_exp() {
+    bounded(async {
+        let server = start_hs(&[]);
+        let long = hs256(&json!({"sub": "u-ann", "exp": now() + 3600}));
+        let forever = hs256(&json!({"sub": "u-ann"}));
+        let mut clients = Vec::new();
+        for token in [long, forever] {
+            let mut ann = chat(&server, &token).await;
+            ann.join_with(json!({"type": "join", "room": "r"})).await;
+            clients.push(ann);
+        }
+        let (short, exp) = short_token("u-ann", 3, json!({}));
+        for ann in &mut clients {
+            ann.send(json!({"type": "refresh", "token": short})).await;
+            let refreshed = ann.next_of("refreshed").await;
+            assert_eq!(refreshed, json!({"type": "refreshed", "exp": exp}));
+        }
+        for ann in &mut clients {
+            let closed = read_until_close(&mut ann.ws, exp * 1000 + 3000).await;
+            assert_expired_at(closed.code, &closed.reason, closed.at_ms, exp);
+        }
     })
     .await;
 }
