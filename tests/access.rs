@@ -448,6 +448,12 @@ async fn with_a_key_every_handshake_needs_a_token_in_the_url_or_the_header() {
         assert_upgrades(&server, &format!("/some/path?x=1&token={token}"), &[]).await;
         let bearer = format!("Bearer {token}");
         assert_upgrades(&server, "/", &[("Authorization", &bearer)]).await;
+        // Claims the server does not know are ignored.
+        let more = hs256(&json!({
+            "sub": "ann", "exp": now() + 3600, "iss": "backend", "aud": "elsewhere",
+            "role": "admin", "iat": now(), "jti": "x1",
+        }));
+        assert_upgrades(&server, &with_token(&more), &[]).await;
 
         // A library client, the way an application would connect.
         let mut request = format!("ws://{}/", server.addr)
@@ -1243,6 +1249,37 @@ async fn a_token_with_more_than_30_s_left_is_not_warned_at_once() {
     .await;
 }
 
+/// With a little more than 30 s left at the handshake, `expiring` comes 30 s before `exp`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_token_is_warned_30_s_before_its_exp() {
+    bounded(async {
+        let server = start_hs(&[]);
+        let exp = now() + 32;
+        let mut ann = chat(&server, &hs256(&json!({"sub": "ann", "exp": exp}))).await;
+        ann.say("r", "not in it yet").await;
+        ann.expect_error("not_in_room").await;
+        let notice_ms = exp * 1000 - 30_000;
+        let limit = Duration::from_millis((notice_ms + 2000).saturating_sub(now_ms()));
+        let event = ann
+            .next_within(limit)
+            .await
+            .expect("expiring within 2 s of exp - 30 s");
+        let arrived_ms = now_ms();
+        assert_eq!(event["type"], "expiring", "{event}");
+        let in_ms = event["in_ms"].as_u64().expect("in_ms");
+        assert!(
+            (29_000..=30_000).contains(&in_ms),
+            "30 s before exp: {event}"
+        );
+        assert!(
+            arrived_ms + 20 >= notice_ms,
+            "{event} came {} ms before exp - 30 s",
+            notice_ms - arrived_ms
+        );
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_is_closed_with_4001_at_exp() {
     bounded(async {
@@ -1749,6 +1786,18 @@ fn the_token_subcommand_without_a_secret_exits_2() {
     assert_eq!(stdout, "", "no token");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr:?}");
+    assert!(
+        lines[0].to_ascii_lowercase().contains("secret"),
+        "the line says what is missing: {stderr:?}"
+    );
+    // The same command with a secret works: the secret is what was missing.
+    let secret = fixture_arg(SECRET_FILE);
+    let (code, stdout, stderr) = run_binary(
+        &["token", "--sub", "ann", "--auth-jwt-secret", &secret],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(peek_claims(stdout.trim())["sub"], "ann");
 }
 
 // ---------------------------------------------------------------------------------------------
