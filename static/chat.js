@@ -32,7 +32,10 @@ function setStatus(text, connected) {
 function connect() {
   setStatus(state.attempt === 0 ? "connecting…" : "reconnecting", false);
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  const ws = new WebSocket(scheme + location.host + "/", "chat");
+  // With connection tokens on (see README.md, "Access"), the page is opened as chat.html?token=...
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? "?token=" + encodeURIComponent(token) : "";
+  const ws = new WebSocket(scheme + location.host + "/" + query, "chat");
   state.ws = ws;
   ws.onopen = () => {
     state.connected = true;

@@ -1333,3 +1333,95 @@ fn the_test_broker_does_what_the_cluster_tests_rely_on() {
         "restarted empty"
     );
 }
+
+/// A connection token for `sub`/`name`, minted by `switchboard token` with `secret`.
+fn mint_token(secret: &std::path::Path, sub: &str, name: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["token", "--sub", sub, "--name", name, "--ttl", "10m"])
+        .arg("--auth-jwt-secret")
+        .arg(secret)
+        .output()
+        .expect("run switchboard token");
+    assert!(output.status.success(), "switchboard token: {output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A chat connection presenting `token`.
+async fn chat_as(addr: std::net::SocketAddr, token: &str) -> ChatClient {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+    let mut request = format!("ws://{addr}/?token={token}")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("chat"));
+    let (ws, _) = timeout(ANSWER, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect in time")
+        .expect("connect with a token");
+    ChatClient { ws }
+}
+
+/// With connection tokens, presence is by user across the nodes: one user connected to two
+/// nodes is one member (listed once, one presence `join`), and leaves when its last connection
+/// goes, not before; both connections get the room's messages under the token's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_two_nodes_is_one_member_until_its_last_connection_goes() {
+    let _serial = serial().await;
+    let Some(redis) = Redis::start_or_skip("cluster presence by user") else {
+        return;
+    };
+    bounded(Duration::from_secs(60), async {
+        let dir = support::TempDir::new("cluster-tokens");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "cluster presence secret\n").unwrap();
+        let secret_arg = secret.to_str().unwrap();
+        let cluster = Cluster::start(redis, 2, &["--auth-jwt-secret", secret_arg]).await;
+        let ann = mint_token(&secret, "u-ann", "Ann");
+        let bob = mint_token(&secret, "u-bob", "Bob");
+        let join = json!({"type": "join", "room": "hall"});
+
+        let mut bob = chat_as(cluster.nodes[0].addr, &bob).await;
+        assert_eq!(sorted_members(&bob.join_with(join.clone()).await), ["Bob"]);
+        let mut ann_here = chat_as(cluster.nodes[0].addr, &ann).await;
+        let joined = ann_here.join_with(join.clone()).await;
+        assert_eq!(joined["nick"], "Ann");
+        assert_eq!(sorted_members(&joined), ["Ann", "Bob"]);
+        assert_eq!(
+            bob.next_presence_within("hall", ANSWER).await,
+            Some(json!({"type": "presence", "room": "hall", "event": "join", "nick": "Ann"}))
+        );
+        let mut ann_there = chat_as(cluster.nodes[1].addr, &ann).await;
+        assert_eq!(
+            sorted_members(&ann_there.join_with(join.clone()).await),
+            ["Ann", "Bob"],
+            "a user's second connection does not make a second member"
+        );
+        let quiet = Duration::from_secs(1);
+        assert_eq!(bob.next_presence_within("hall", quiet).await, None);
+
+        ann_there.say("hall", "from node 2").await;
+        for client in [&mut bob, &mut ann_here, &mut ann_there] {
+            let message = client.next_message("hall").await;
+            assert_eq!(
+                (message["nick"].as_str(), message["text"].as_str()),
+                (Some("Ann"), Some("from node 2"))
+            );
+        }
+
+        ann_here.close().await;
+        assert_eq!(
+            bob.next_presence_within("hall", quiet).await,
+            None,
+            "Ann is still connected on node 2"
+        );
+        ann_there.close().await;
+        assert_eq!(
+            bob.next_presence_within("hall", ANSWER).await,
+            Some(json!({"type": "presence", "room": "hall", "event": "leave", "nick": "Ann"}))
+        );
+        let mut cy = chat_as(cluster.nodes[1].addr, &mint_token(&secret, "u-cy", "Cy")).await;
+        assert_eq!(sorted_members(&cy.join_with(join).await), ["Bob", "Cy"]);
+    })
+    .await;
+}

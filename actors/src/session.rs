@@ -24,6 +24,9 @@ use crate::{
     transport::{ProtocolError, SessionContext, WsMessage},
 };
 
+/// The longest single wait for a token's expiry.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
 pub struct Session {
     protocol: Box<dyn Protocol>,
     link: Link,
@@ -117,7 +120,10 @@ impl Session {
         } else {
             remaining - EXPIRY_NOTICE
         };
-        ctx.run_later(next, |session, ctx| session.watch_expiry(ctx));
+        // A far expiry is looked at again daily rather than with one timer years ahead.
+        ctx.run_later(next.min(EXPIRY_RECHECK), |session, ctx| {
+            session.watch_expiry(ctx)
+        });
     }
 
     /// Answers the peer's close: echo its status code (or none), then end the connection. If we
