@@ -1,10 +1,12 @@
 """The pages, as a person sees them in a real browser."""
+import re
 import time
+import urllib.request
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import screenshot
+from conftest import running_server, screenshot
 
 
 def wait_for(driver, condition, seconds=15, what="condition"):
@@ -108,3 +110,59 @@ def test_chat_page_message_reaches_the_other_window(server_url, browser_factory)
     )
     screenshot(ann, "chat-ann")
     screenshot(bob, "chat-bob")
+
+
+# A page that opens a WebSocket to the URL in its `?ws=` parameter and records what happens.
+WEBSOCKET_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>another origin</title></head>
+<body><p id="state">connecting</p>
+<script>
+const record = { opened: false, messages: 0, closed: null };
+window.wsRecord = record;
+const state = document.getElementById("state");
+const ws = new WebSocket(new URLSearchParams(location.search).get("ws"), "dumb-increment-protocol");
+ws.onopen = () => { record.opened = true; state.textContent = "open"; };
+ws.onmessage = () => { record.messages += 1; state.textContent = "messages: " + record.messages; };
+ws.onclose = (event) => { record.closed = event.code; state.textContent += " / closed " + event.code; };
+</script></body></html>
+"""
+
+
+def ws_url(server_url):
+    return server_url.replace("http://", "ws://", 1) + "/"
+
+
+def refused_origins(server_url):
+    """The server's count of handshakes refused for their origin."""
+    text = urllib.request.urlopen(server_url + "/metrics", timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("switchboard_websocket_handshakes_refused_total{") and 'reason="origin"' in line:
+            total += float(line.split("}", 1)[1].split()[0])
+    return total
+
+
+def test_a_page_of_another_origin_may_not_open_a_websocket_by_default(server_url, other_origin, browser_factory):
+    page = other_origin("other.html", WEBSOCKET_PAGE)
+    assert page.split("/")[2] != server_url.split("/")[2], "the page is on another origin"
+    before = refused_origins(server_url)
+    driver = browser_factory()
+    driver.get(f"{page}?ws={ws_url(server_url)}")
+    wait_for(driver, lambda d: d.execute_script("return window.wsRecord.closed") is not None, what="the refusal")
+    record = driver.execute_script("return window.wsRecord")
+    assert record == {"opened": False, "messages": 0, "closed": 1006}, record
+    assert refused_origins(server_url) == before + 1, "the server refused it for its origin"
+    screenshot(driver, "other-origin-refused")
+
+
+def test_a_page_of_an_allowed_origin_opens_its_websocket(other_origin, browser_factory):
+    page = other_origin("allowed.html", WEBSOCKET_PAGE)
+    origin = re.match(r"(http://[^/]+)/", page).group(1)
+    with running_server("--allowed-origins", origin) as server_url:
+        driver = browser_factory()
+        driver.get(f"{page}?ws={ws_url(server_url)}")
+        wait_for(driver, lambda d: d.execute_script("return window.wsRecord.messages") >= 5, what="counter messages")
+        record = driver.execute_script("return window.wsRecord")
+        assert record["opened"] and record["closed"] is None, record
+        assert refused_origins(server_url) == 0
+        screenshot(driver, "other-origin-allowed")

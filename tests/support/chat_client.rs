@@ -21,7 +21,12 @@ pub struct ChatClient {
 impl ChatClient {
     /// Connects to the server at `addr` offering `chat`.
     pub async fn connect(addr: SocketAddr) -> ChatClient {
-        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        ChatClient::connect_path(addr, "/").await
+    }
+
+    /// Connects to `path` (e.g. `/?token=JWT`) offering `chat`.
+    pub async fn connect_path(addr: SocketAddr, path: &str) -> ChatClient {
+        let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("chat"));
