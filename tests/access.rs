@@ -228,6 +228,8 @@ async fn by_default_a_page_of_the_same_host_and_port_may_open_a_websocket() {
         ] {
             assert_upgrades(&server, "/", &[("Host", host), ("Origin", origin)]).await;
         }
+        // Tsung sends its Host again as the Origin, without a scheme.
+        assert_upgrades(&server, "/", &[("Host", &host), ("Origin", &host)]).await;
         assert_refused_count(&server, "origin", 0.0).await;
     })
     .await;
@@ -263,6 +265,8 @@ async fn a_page_of_another_site_is_refused_with_403_logged_and_counted() {
             (host.clone(), "http://127.0.0.1".to_owned()),
             // `null` (sandboxed frames, file: pages) only with `*`.
             (host.clone(), "null".to_owned()),
+            // A bare host (as Tsung sends) is compared by host too.
+            (host.clone(), "evil.example".to_owned()),
         ];
         for (host, origin) in &cases {
             assert_origin_refused(&server, &[("Host", host), ("Origin", origin)]).await;

@@ -92,6 +92,7 @@ impl OriginRule {
             });
         }
         Origin::parse(entry.trim_end_matches('/'))
+            .filter(|_| scheme.is_some())
             .map(OriginRule::Exact)
             .ok_or_else(|| {
                 format!("`{entry}` is not an origin like https://chat.example.com, a pattern like *.example.com, or *")
@@ -113,10 +114,12 @@ impl OriginRule {
 }
 
 impl Origin {
-    /// `scheme://host[:port]`, as browsers send it (no path, no user info).
+    /// `scheme://host[:port]`, as browsers send it (no path, no user info); or a bare
+    /// `host[:port]`, as some non-browser clients send (Tsung sends its `Host`), which has no
+    /// scheme and so matches only by host.
     fn parse(text: &str) -> Option<Origin> {
-        let (scheme, authority) = text.split_once("://")?;
-        if scheme.is_empty() || authority.contains(['/', '@', '?', '#']) {
+        let (scheme, authority) = text.split_once("://").unwrap_or(("", text));
+        if authority.is_empty() || authority.contains(['/', '@', '?', '#', ' ']) {
             return None;
         }
         let scheme = scheme.to_ascii_lowercase();
@@ -196,6 +199,11 @@ mod tests {
         assert!(!policy.allows(Some("null"), Some("127.0.0.1")));
         assert!(!policy.allows(Some("http://127.0.0.1"), None));
         assert!(policy.allows(None, Some("127.0.0.1")));
+        // Non-browser clients that send their own host without a scheme.
+        assert!(policy.allows(Some("127.0.0.1:7681"), Some("127.0.0.1:7681")));
+        assert!(policy.allows(Some("switchboard"), Some("switchboard")));
+        assert!(!policy.allows(Some("127.0.0.1:7682"), Some("127.0.0.1:7681")));
+        assert!(!policy.allows(Some(""), Some("127.0.0.1")));
     }
 
     #[test]
