@@ -17,7 +17,7 @@ pub mod protocols;
 pub mod registry;
 pub mod session;
 pub mod slots;
-mod socket_write;
+mod socket;
 pub mod status_board;
 pub mod transport;
 

@@ -21,7 +21,11 @@ use actix_http::ws::OpCode;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
-    close::CloseError, message::Message, metrics::METRICS, socket_write, SlowConsumerPolicy,
+    close::CloseError,
+    message::Message,
+    metrics::METRICS,
+    socket::{self, Shutdown, Socket},
+    SlowConsumerPolicy,
 };
 
 /// One frame to write. The payload is shared, never copied per recipient.
@@ -162,18 +166,21 @@ pub struct Outbox {
     close_queued_at: Cell<Option<Instant>>,
     after_close: Cell<AfterClose>,
     finish_requested: Cell<bool>,
-    writer_alive: Cell<bool>,
     /// The writer is parked and actix-http holds none of this connection's bytes, so queued
-    /// frames may be written straight to the socket (see [`crate::socket_write`]).
+    /// frames may be written straight to the socket (see [`crate::socket`]).
     direct: Cell<bool>,
     last_heard: Cell<Instant>,
     last_ping: Cell<Instant>,
     max_backlog: u64,
     policy: SlowConsumerPolicy,
-    fd: Option<RawFd>,
+    /// The connection's socket, usable while its writer lives.
+    socket: Socket,
 }
 
 impl Outbox {
+    /// The queue of a connection being upgraded. `fd` is the connection's own socket, as
+    /// recorded when it was accepted ([`crate::ConnectionFd`]); it is used only while the
+    /// connection's writer lives (see [`crate::socket`]). `None`: never written directly.
     pub fn new(max_backlog: usize, policy: SlowConsumerPolicy, fd: Option<RawFd>) -> Outbox {
         let now = Instant::now();
         Outbox {
@@ -184,13 +191,12 @@ impl Outbox {
             close_queued_at: Cell::new(None),
             after_close: Cell::new(AfterClose::AwaitPeer),
             finish_requested: Cell::new(false),
-            writer_alive: Cell::new(true),
             direct: Cell::new(false),
             last_heard: Cell::new(now),
             last_ping: Cell::new(now),
             max_backlog: max_backlog as u64,
             policy,
-            fd,
+            socket: Socket::new(fd),
         }
     }
 
@@ -303,25 +309,13 @@ impl Outbox {
 
     /// Ends the TCP connection at the socket, for a peer so stuck that the writer never runs.
     pub fn kill_socket(&self) {
-        self.shutdown_socket(libc::SHUT_RDWR);
+        self.socket.shutdown(Shutdown::Both);
     }
 
     /// Sends FIN on the socket (the server closes TCP first, RFC 6455 §7.1.1), keeping the read
     /// side open so the peer's last bytes are read, not answered with RST.
     pub(crate) fn half_close_socket(&self) {
-        self.shutdown_socket(libc::SHUT_WR);
-    }
-
-    /// shutdown(2) on the connection's socket, only while the writer (and so the connection
-    /// that owns the fd) is alive: the fd cannot have been closed and reused in the meantime,
-    /// since both live on this thread.
-    fn shutdown_socket(&self, how: libc::c_int) {
-        if let (true, Some(fd)) = (self.writer_alive.get(), self.fd) {
-            // SAFETY: shutdown(2) on an fd this process owns and has not closed (see above).
-            unsafe {
-                libc::shutdown(fd, how);
-            }
-        }
+        self.socket.shutdown(Shutdown::Write);
     }
 
     /// Records that the peer sent something (any frame): the idle timer restarts.
@@ -345,7 +339,7 @@ impl Outbox {
 
     /// Whether the connection's writer (its response body) still exists.
     pub fn is_alive(&self) -> bool {
-        self.writer_alive.get()
+        self.socket.is_live()
     }
 
     /// Appends a frame; says whether the writer needs waking for it.
@@ -435,16 +429,15 @@ impl Outbox {
     /// held by actix-http (else, or for what the socket does not take, it wakes the writer).
     /// One chunk at most; the close frame is left to the writer.
     pub(crate) fn write_direct(&self) {
-        let fd = match (self.direct.get() && self.writer_alive.get(), self.fd) {
-            (true, Some(fd)) => fd,
-            _ => return self.wake_writer(),
-        };
-        let messages = socket_write::with_scratch(|chunk| {
+        if !(self.direct.get() && self.socket.is_writable()) {
+            return self.wake_writer();
+        }
+        let messages = socket::with_scratch(|chunk| {
             let filled = self.fill(chunk, false);
             if chunk.is_empty() {
                 return 0;
             }
-            let sent = socket_write::send(fd, chunk);
+            let sent = self.socket.send(chunk);
             self.wrote(sent);
             METRICS.bytes_out.add(sent as u64);
             if sent < chunk.len() {
@@ -483,9 +476,9 @@ impl Outbox {
             .set(self.written_bytes.get() + bytes as u64);
     }
 
-    /// The connection's socket, if it was recorded at accept.
-    pub(crate) fn fd(&self) -> Option<RawFd> {
-        self.fd
+    /// The connection's socket.
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
     }
 
     pub(crate) fn finish_requested(&self) -> bool {
@@ -497,7 +490,7 @@ impl Outbox {
     }
 
     pub(crate) fn writer_dropped(&self) {
-        self.writer_alive.set(false);
+        self.socket.retire();
         self.frames.borrow_mut().clear();
         self.waker.borrow_mut().take();
     }

@@ -25,7 +25,7 @@ use crate::{
     metrics::METRICS,
     outbox::{AfterClose, Outbox},
     session::Session,
-    socket_write,
+    socket,
 };
 
 pub use actix_web_actors::ws::{Message as WsMessage, ProtocolError};
@@ -112,14 +112,12 @@ impl OutboundBody {
     }
 
     /// Encodes queued frames and writes them, chunk by chunk, straight to the socket while it
-    /// takes them (see [`crate::socket_write`]); returns the first chunk it did not fully take,
+    /// takes them (see [`crate::socket`]); returns the first chunk it did not fully take,
     /// for actix-http to write. `None`: everything queued is written.
     fn write_queued(&mut self) -> Option<Bytes> {
-        let fd = self
-            .outbox
-            .fd()
-            .filter(|_| actix_http::h1::write_buffer_is_empty());
-        socket_write::with_scratch(|chunk| loop {
+        // Only while actix-http holds none of our bytes, or ours would overtake them.
+        let direct = actix_http::h1::write_buffer_is_empty();
+        socket::with_scratch(|chunk| loop {
             chunk.clear();
             self.fill_chunk(chunk);
             if chunk.is_empty() {
@@ -127,7 +125,11 @@ impl OutboundBody {
             }
             self.outbox.wrote(chunk.len());
             METRICS.bytes_out.add(chunk.len() as u64);
-            let sent = fd.map_or(0, |fd| socket_write::send(fd, chunk));
+            let sent = if direct {
+                self.outbox.socket().send(chunk)
+            } else {
+                0
+            };
             if sent < chunk.len() {
                 return Some(chunk.split().freeze().slice(sent..));
             }
