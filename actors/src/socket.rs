@@ -141,10 +141,19 @@ mod tests {
                 libc::MSG_DONTWAIT,
             )
         };
+        assert_eq!(&buf[..n as usize], b"hello", "nothing after the retirement");
+        // SAFETY: as above.
+        let after = unsafe {
+            libc::recv(
+                fds[1],
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
         assert_eq!(
-            &buf[..n as usize],
-            b"hello",
-            "nothing after the retirement, and no FIN"
+            after, -1,
+            "no FIN either (0 would be the end of the stream)"
         );
         for fd in fds {
             // SAFETY: closes fds this test opened.
