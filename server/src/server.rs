@@ -211,8 +211,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 std::process::exit(1);
             });
             registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
-            while METRICS.sessions_open.get() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            // Until the last session has ended (woken by its end, not polled), or the deadline.
+            if tokio::time::timeout_at(deadline, METRICS.sessions_open.none_open())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "shutdown timeout: {} WebSocket connections still open; ending them",
+                    METRICS.sessions_open.get()
+                );
             }
             // The rest of the cluster sees this node's members leave now, not at --presence-ttl.
             let _ = actix_web::rt::task::spawn_blocking(|| {
