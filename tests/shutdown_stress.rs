@@ -15,7 +15,14 @@
 //! - a slow consumer's connection ends.
 //!
 //! The moments are drawn from a seeded generator; the seed is printed, and
-//! `SHUTDOWN_STRESS_SEED=N` repeats a run (`SHUTDOWN_STRESS_ROUNDS=N` changes the count).
+//! `SHUTDOWN_STRESS_SEED=N` repeats a run (`SHUTDOWN_STRESS_ROUNDS=N` changes the count;
+//! `SHUTDOWN_STRESS_LOG=1` prints each round's server log).
+//!
+//! What it found (both fixed): a session upgraded during the drain (on a kept-alive connection,
+//! or from a handshake already in progress) was never sent its 1001, so the drain waited for it
+//! until the deadline; and a forced stop at the deadline queued behind actix-server's graceful
+//! stop, which has its own timeout, so the process could exit up to another
+//! `--shutdown-timeout` late.
 
 mod support;
 
