@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -556,12 +556,15 @@ async fn joining_while_messages_flow_loses_and_repeats_nothing() {
         let mut flooder = Client::connect(server.addr).await;
         flooder.join("flow", "flood").await;
         let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
         let flood = tokio::spawn({
             let stop = stop.clone();
+            let progress = progress.clone();
             async move {
                 let mut sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     sent += 1;
+                    progress.store(sent, Ordering::Relaxed);
                     flooder.say("flow", &sent.to_string()).await;
                     tokio::task::yield_now().await;
                 }
@@ -616,7 +619,12 @@ async fn joining_while_messages_flow_loses_and_repeats_nothing() {
         for _ in 0..JOINERS {
             joined_rx.recv().await.unwrap();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Every `last_id` so far is at most the messages the flooder has begun to send; the
+        // flood goes on until it has begun one more, so every join is inside the flood.
+        let at_last_join = progress.load(Ordering::Relaxed);
+        while progress.load(Ordering::Relaxed) <= at_last_join {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         stop.store(true, Ordering::Relaxed);
         let sent = flood.await.unwrap();
         let mut join_points = Vec::new();

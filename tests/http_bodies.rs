@@ -1089,8 +1089,21 @@ fn a_slowloris_head_gets_408_while_other_clients_are_served() {
         (reply.ok(), started.elapsed())
     });
 
-    // Meanwhile, on the same single worker: 20 ordinary GETs, each on a new connection.
-    thread::sleep(Duration::from_millis(200));
+    // Once the server has accepted both (its process holds their sockets)...
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while support::ws_client::server_sockets(server.pid(), addr.port())
+        .iter()
+        .filter(|socket| socket.open)
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not accept the slow clients within {IO_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    // ...meanwhile, on the same single worker: 20 ordinary GETs, each on a new connection.
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     for i in 0..20 {

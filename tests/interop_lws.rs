@@ -1,6 +1,6 @@
 //! Interoperability with libwebsockets' reference test programs (Debian's
-//! `libwebsockets-test-server` package): their client against Switchboard, and a client of ours
-//! against their server, on the protocols both speak.
+//! `libwebsockets-test-server` package): their client against Switchboard on the protocols
+//! both speak, and our health-check client (`switchboard probe`) against their server.
 //!
 //! Without the package these tests say so and pass, unless `SWITCHBOARD_REQUIRE_LWS=1` (set by
 //! CI, which installs the package) makes a missing program a failure.
@@ -10,10 +10,10 @@ mod support;
 use std::{
     net::TcpListener,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use support::Server;
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
@@ -62,6 +62,15 @@ async fn next_text(socket: &mut Socket) -> String {
     }
 }
 
+/// The counter values the client logged, from lines like "rx 2 '17'".
+fn counter_lines(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|line| line.split(" rx ").nth(1))
+        .filter_map(|rest| rest.split('\'').nth(1))
+        .filter_map(|number| number.parse().ok())
+        .collect()
+}
+
 /// `libwebsockets-test-client` opens a dumb-increment and a mirror connection to Switchboard:
 /// it must log the counter it receives, and its drawing commands must reach another member of
 /// the default mirror instance.
@@ -95,9 +104,16 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
         let text = next_text(&mut observer).await;
         circles.push(text);
     }
-    // Let the counter run for a while, then stop the client (by its PID).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    client.kill().unwrap();
+    // The counter runs until the client has logged at least 10 values (bounded); then the
+    // client is stopped (by its PID).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while counter_lines(&std::fs::read_to_string(&log_path).unwrap_or_default()).len() < 10
+        && Instant::now() < deadline
+        && client.try_wait().unwrap().is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = client.kill();
     client.wait().unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();
     std::fs::remove_file(&log_path).ok();
@@ -123,13 +139,7 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
         log.contains("mirror: LWS_CALLBACK_CLIENT_ESTABLISHED"),
         "log:\n{log}"
     );
-    // Lines like "rx 2 '17'": the counter, received in order.
-    let counters: Vec<u64> = log
-        .lines()
-        .filter_map(|line| line.split(" rx ").nth(1))
-        .filter_map(|rest| rest.split('\'').nth(1))
-        .filter_map(|number| number.parse().ok())
-        .collect();
+    let counters = counter_lines(&log);
     assert!(
         counters.len() >= 10,
         "counter lines: {counters:?}\nlog:\n{log}"
@@ -141,16 +151,44 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
     assert_eq!(counters[0], 0, "the counter starts at 0");
 }
 
-/// A client of ours (tokio-tungstenite) against `libwebsockets-test-server`'s mirror protocol:
-/// two members, every message reaches both, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_client_talks_to_libwebsockets_test_server() {
+/// Runs `switchboard probe URL` to its end, for at most 10 s: (exit code, stdout, stderr).
+fn probe(url: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["probe", url, "--timeout", "3s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn switchboard probe");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("switchboard probe {url} still running after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().expect("probe output");
+    (
+        output.status.code().expect("the probe exited by itself"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Our health-check client, `switchboard probe`, against a server that is not ours:
+/// `libwebsockets-test-server` answers with lower-case header names and its own framing. The
+/// probe must pass on its page (exit 0, the status line on standard output) and fail on its 404
+/// (exit 1, one line naming the URL and the status), as it does against Switchboard.
+#[test]
+fn our_probe_reads_libwebsockets_test_server_answers() {
     if !lws_available() {
         return;
     }
     let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
     };
     let mut lws = Command::new(LWS_SERVER)
         .arg(format!("--port={port}"))
@@ -159,37 +197,35 @@ async fn our_client_talks_to_libwebsockets_test_server() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start libwebsockets-test-server");
-    let url = format!("ws://127.0.0.1:{port}/");
-    let mut connected = None;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            connected = Some(());
-            break;
+    // Listening once a connection is accepted (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline || lws.try_wait().unwrap().is_some() {
+            let _ = lws.kill();
+            let _ = lws.wait();
+            panic!("libwebsockets-test-server did not listen on {port} within 10 s");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        connected.is_some(),
-        "libwebsockets-test-server did not start"
-    );
 
-    let mut alice = connect(&url, "lws-mirror-protocol").await;
-    let mut bob = connect(&url, "lws-mirror-protocol").await;
-    let sent: Vec<String> = (0..50)
-        .map(|i| format!("c #12AB34 {i} {} 5;", i * 2))
-        .collect();
-    for text in &sent {
-        alice.send(Message::text(text.clone())).await.unwrap();
-    }
-    for member in [&mut alice, &mut bob] {
-        let mut received = Vec::new();
-        while received.len() < sent.len() {
-            received.push(next_text(member).await);
-        }
-        assert_eq!(received, sent);
-    }
-    alice.close(None).await.ok();
-    bob.close(None).await.ok();
+    let page = format!("http://127.0.0.1:{port}/");
+    let (code, stdout, stderr) = probe(&page);
+    let missing = format!("http://127.0.0.1:{port}/no-such-file");
+    let (missing_code, missing_stdout, missing_stderr) = probe(&missing);
     lws.kill().unwrap();
     lws.wait().unwrap();
+
+    assert_eq!(code, 0, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stdout.trim(), "HTTP/1.1 200 OK");
+    assert_eq!(stderr, "");
+    assert_eq!(
+        missing_code, 1,
+        "stdout {missing_stdout:?} stderr {missing_stderr:?}"
+    );
+    assert_eq!(missing_stdout, "");
+    assert_eq!(missing_stderr.lines().count(), 1, "{missing_stderr:?}");
+    assert!(
+        missing_stderr.contains(&missing) && missing_stderr.contains("404"),
+        "names the URL and the status: {missing_stderr:?}"
+    );
 }

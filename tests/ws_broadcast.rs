@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures_util::{stream::SplitSink, SinkExt, StreamExt};
 use support::{
@@ -249,7 +246,6 @@ async fn a_member_that_vanishes_does_not_disturb_the_others() {
     }
 
     let (mut sender_sink, mut sender_stream) = members.remove(0).split();
-    let mut counts: HashMap<usize, usize> = HashMap::new();
     for n in 0..100 {
         if n == 30 {
             // They vanish mid-stream, with messages unread in their sockets.
@@ -273,10 +269,8 @@ async fn a_member_that_vanishes_does_not_disturb_the_others() {
                 format!("message {n}"),
                 "member {index}"
             );
-            *counts.entry(index).or_default() += 1;
         }
     }
-    assert!(counts.values().all(|&count| count == 100));
 
     // The instance still works for a newcomer, and the server is still up.
     let mut newcomer = join(&server, Some("room")).await;

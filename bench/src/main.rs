@@ -6,6 +6,7 @@ mod common;
 mod connect;
 mod echo;
 mod frames;
+mod soak;
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "switchboard-load",
     version,
-    about = "WebSocket load client (echo, broadcast, idle connections); 127.0.0.0/8 only"
+    about = "WebSocket load client (echo, broadcast, idle connections, soak); 127.0.0.0/8 only"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,6 +46,14 @@ enum Mode {
         common: Common,
         #[command(flatten)]
         args: connect::ConnectArgs,
+    },
+    /// Mixed load for a long run: chat, mirror broadcasts, slow consumers, static ranges,
+    /// uploads, connections opening and closing; progress lines every --report-every seconds
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: soak::SoakArgs,
     },
     /// Print a TCP port that is free on 127.0.0.1 right now
     FreePort,
@@ -92,6 +101,7 @@ fn main() {
         Mode::Echo { common, args } => (common, args.time_bound(common)),
         Mode::Broadcast { common, args } => (common, args.time_bound(common)),
         Mode::Connect { common, args } => (common, args.time_bound(common)),
+        Mode::Soak { common, args } => (common, args.time_bound(common)),
         Mode::FreePort => {
             match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
                 Ok(addr) => println!("{}", addr.port()),
@@ -130,6 +140,7 @@ fn run(mode: &Mode, common: &Common, bound: Duration) -> Result<()> {
                 Mode::Echo { common, args } => echo::run(common, args).await,
                 Mode::Broadcast { common, args } => broadcast::run(common, args).await,
                 Mode::Connect { common, args } => connect::run(common, args).await,
+                Mode::Soak { common, args } => soak::run(common, args).await,
                 Mode::FreePort => Ok(()),
             }
         };

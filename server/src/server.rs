@@ -208,6 +208,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let handle = server.handle();
         let metrics_handle = metrics_server.as_ref().map(|server| server.handle());
         let shutdown_timeout = config.shutdown_timeout;
+        let (past_deadline_tx, past_deadline_rx) = tokio::sync::oneshot::channel::<()>();
         actix_web::rt::spawn(async move {
             signals.next().await;
             let deadline = tokio::time::Instant::now() + shutdown_timeout;
@@ -224,18 +225,32 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 std::process::exit(1);
             });
             registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
-            while METRICS.sessions_open.get() > 0 && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            // Until the last session has ended (woken by its end, not polled), or the deadline.
+            if tokio::time::timeout_at(deadline, METRICS.sessions_open.none_open())
+                .await
+                .is_err()
+            {
+                log::warn!(
+                    "shutdown timeout: {} WebSocket connections still open; ending them",
+                    METRICS.sessions_open.get()
+                );
             }
             // The rest of the cluster sees this node's members leave now, not at --presence-ttl.
             let _ = actix_web::rt::task::spawn_blocking(|| {
                 broker().retire(Duration::from_secs(2));
             })
             .await;
-            // Then stop: in-flight HTTP requests may finish, within the same deadline.
+            // Then stop: in-flight HTTP requests may finish, within the same deadline. Past it,
+            // the server future below is dropped, which forces the workers to stop: a
+            // `stop(false)` sent now would only run after the graceful stop, which waits up to
+            // its own timeout (another --shutdown-timeout), as actix-server handles one stop
+            // command at a time.
             tokio::select! {
                 () = handle.stop(true) => {}
-                () = tokio::time::sleep_until(deadline) => handle.stop(false).await,
+                () = tokio::time::sleep_until(deadline) => {
+                    log::warn!("shutdown timeout: ending the HTTP requests still in progress");
+                    let _ = past_deadline_tx.send(());
+                }
             }
             if let Some(metrics) = metrics_handle {
                 metrics.stop(false).await;
@@ -244,7 +259,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         if let Some(metrics_server) = metrics_server {
             actix_web::rt::spawn(metrics_server);
         }
-        let stopped = server.await.map_err(StartError::Run);
+        let stopped = tokio::select! {
+            stopped = server => stopped.map_err(StartError::Run),
+            Ok(()) = past_deadline_rx => Ok(()),
+        };
         log::info!("shutdown complete");
         stopped
     });

@@ -1,7 +1,7 @@
 //! One worker's shard: its connections, its groups, and the timers of its connections.
 
 use std::{
-    cell::{OnceCell, RefCell},
+    cell::{Cell, OnceCell, RefCell},
     collections::HashMap,
     future::Future,
     rc::Rc,
@@ -29,6 +29,11 @@ pub struct ShardCore {
     sessions: RefCell<Members>,
     groups: RefCell<HashMap<GroupKey, Members>>,
     flush: Rc<Flush>,
+    /// Set by the first [`Drain`]: from then on a session that registers (its handshake was in
+    /// progress, or came on a kept-alive connection, when the drain began) is closed with 1001
+    /// at once. Without it such a session was never asked to leave, and the drain waited for it
+    /// until the shutdown timeout.
+    draining: Cell<bool>,
 }
 
 thread_local! {
@@ -47,6 +52,7 @@ pub fn start_local_shard(config: Arc<SessionConfig>) {
                     sessions: RefCell::default(),
                     groups: RefCell::default(),
                     flush: Flush::new(config.write_coalesce),
+                    draining: Cell::new(false),
                     config,
                 });
                 started = Some(core.clone());
@@ -132,6 +138,9 @@ fn watchdog_period(config: &SessionConfig) -> Duration {
 impl ShardCore {
     pub fn register(&self, id: SessionId, outbox: &Rc<Outbox>) {
         self.sessions.borrow_mut().insert(id, outbox.clone());
+        if self.draining.get() {
+            outbox.close(&CloseError::GoingAway, AfterClose::AwaitPeer);
+        }
     }
 
     pub fn unregister(&self, id: SessionId) {
@@ -284,6 +293,7 @@ impl Handler<Drain> for Shard {
     type Result = ();
 
     fn handle(&mut self, drain: Drain, ctx: &mut Context<Self>) {
+        self.core.draining.set(true);
         let closed = self.core.close_some(drain.batch.max(1));
         if closed > 0 {
             ctx.run_later(drain.period, move |_, ctx| {
