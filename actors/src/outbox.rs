@@ -549,7 +549,7 @@ mod tests {
             ours.extend_from_slice(&frame.payload);
             assert_eq!(
                 ours.to_vec(),
-                encoded(&[frame.clone()]),
+                encoded(std::slice::from_ref(&frame)),
                 "payload length {len}"
             );
             assert_eq!(ours.len(), frame.wire_len());
