@@ -12,8 +12,9 @@ mod support;
 
 use std::{
     future::Future,
-    io::{Read, Write},
-    process::{Command, Stdio},
+    io::Write,
+    net::SocketAddr,
+    process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -874,69 +875,13 @@ async fn the_chat_nick_is_the_token_name() {
 async fn two_connections_of_one_sub_are_one_member() {
     bounded(async {
         let server = start_hs(&[]);
-        let ann_token = token_with("u-ann", json!({"name": "Ann"}));
-        let mut bob = chat(&server, &token_with("u-bob", json!({"name": "Bob"}))).await;
-        bob.join_with(json!({"type": "join", "room": "r"})).await;
-
-        let mut ann1 = chat(&server, &ann_token).await;
-        ann1.join_with(json!({"type": "join", "room": "r"})).await;
-        assert_eq!(
-            bob.next_presence_within("r", ANSWER).await,
-            Some(json!({"type": "presence", "room": "r", "event": "join", "nick": "Ann"}))
-        );
-
-        // The second connection of the same sub: listed once, no presence event.
-        let mut ann2 = chat(&server, &ann_token).await;
-        let joined = ann2.join_with(json!({"type": "join", "room": "r"})).await;
-        assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
-        ann2.say("r", "marker 1").await;
-        let is_presence = |event: &Value| event["type"] == "presence";
-        read_until_message(&mut bob, "r", "marker 1", is_presence).await;
-        // Both connections receive the room's messages.
-        read_until_message(&mut ann1, "r", "marker 1", is_presence).await;
-        read_until_message(&mut ann2, "r", "marker 1", is_presence).await;
-        bob.say("r", "to both").await;
-        for ann in [&mut ann1, &mut ann2] {
-            let message = ann.next_message("r").await;
-            assert_eq!(
-                (&message["nick"], &message["text"]),
-                (&json!("Bob"), &json!("to both"))
-            );
-        }
-        bob.next_message("r").await;
-
-        // One of them leaves and comes back: still one member all along, no presence.
-        ann1.leave("r").await;
-        let joined = ann1.join_with(json!({"type": "join", "room": "r"})).await;
-        assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
-        ann1.say("r", "marker 2").await;
-        read_until_message(&mut bob, "r", "marker 2", is_presence).await;
-        read_until_message(&mut ann2, "r", "marker 2", is_presence).await;
-
-        // One disconnects: the other is still there.
-        ann1.close().await;
-        ann2.say("r", "marker 3").await;
-        read_until_message(&mut bob, "r", "marker 3", is_presence).await;
-        bob.expect_silence(Duration::from_millis(500)).await;
-        let mut cy = chat(&server, &token_with("u-cy", json!({"name": "Cy"}))).await;
-        let joined = cy.join_with(json!({"type": "join", "room": "r"})).await;
-        assert_eq!(sorted_members(&joined), ["Ann", "Bob", "Cy"], "{joined}");
-        assert_eq!(
-            bob.next_presence_within("r", ANSWER).await.unwrap()["nick"],
-            "Cy"
-        );
-
-        // The last one goes: now Ann leaves.
-        ann2.close().await;
-        assert_eq!(
-            bob.next_presence_within("r", ANSWER).await,
-            Some(json!({"type": "presence", "room": "r", "event": "leave", "nick": "Ann"}))
-        );
+        one_user_on_two_connections(server.addr, server.addr).await;
     })
     .await;
 }
 
-/// Presence by `sub` across the nodes of a cluster (skipped without `redis-server`).
+/// Presence by `sub` across the nodes of a cluster (skipped without `redis-server`): the same,
+/// with the user's second connection on another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_connections_of_one_sub_on_two_nodes_are_one_member() {
     let Some(redis) = Redis::start_or_skip("presence by sub across nodes") else {
@@ -945,54 +890,77 @@ async fn two_connections_of_one_sub_on_two_nodes_are_one_member() {
     bounded(async {
         let secret = fixture_arg(SECRET_FILE);
         let cluster = Cluster::start(redis, 2, &["--auth-jwt-secret", &secret]).await;
-        let (node1, node2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
-        let ann_token = token_with("u-ann", json!({"name": "Ann"}));
-        let bob_token = token_with("u-bob", json!({"name": "Bob"}));
-        let mut bob = ChatClient::connect_path(node1, &with_token(&bob_token)).await;
-        bob.join_with(json!({"type": "join", "room": "hall"})).await;
-        let mut ann1 = ChatClient::connect_path(node1, &with_token(&ann_token)).await;
-        ann1.join_with(json!({"type": "join", "room": "hall"}))
-            .await;
-        assert_eq!(
-            bob.next_presence_within("hall", ANSWER).await,
-            Some(json!({"type": "presence", "room": "hall", "event": "join", "nick": "Ann"}))
-        );
-
-        let mut ann2 = ChatClient::connect_path(node2, &with_token(&ann_token)).await;
-        let joined = ann2
-            .join_with(json!({"type": "join", "room": "hall"}))
-            .await;
-        assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
-        cluster.wait_channels(&[0, 1], 1).await;
-        let is_presence = |event: &Value| event["type"] == "presence";
-        ann2.say("hall", "marker 1").await;
-        read_until_message(&mut bob, "hall", "marker 1", is_presence).await;
-        read_until_message(&mut ann1, "hall", "marker 1", is_presence).await;
-        bob.say("hall", "to both").await;
-        for ann in [&mut ann1, &mut ann2] {
-            read_until_message(ann, "hall", "to both", is_presence).await;
-        }
-
-        // The connection on node 1 goes; the one on node 2 keeps Ann in the room.
-        ann1.close().await;
-        ann2.say("hall", "marker 2").await;
-        read_until_message(&mut bob, "hall", "marker 2", is_presence).await;
-        bob.expect_silence(Duration::from_secs(1)).await;
-        let mut cy = ChatClient::connect_path(node1, &with_token(&hs256(&claims("cy")))).await;
-        let joined = cy.join_with(json!({"type": "join", "room": "hall"})).await;
-        assert_eq!(sorted_members(&joined), ["Ann", "Bob", "cy"], "{joined}");
-        assert_eq!(
-            bob.next_presence_within("hall", ANSWER).await.unwrap()["nick"],
-            "cy"
-        );
-
-        ann2.close().await;
-        assert_eq!(
-            bob.next_presence_within("hall", ANSWER).await,
-            Some(json!({"type": "presence", "room": "hall", "event": "leave", "nick": "Ann"}))
-        );
+        one_user_on_two_connections(cluster.nodes[0].addr, cluster.nodes[1].addr).await;
     })
     .await;
+}
+
+/// Ann's two connections (the first on `first`, with Bob, the second on `second`) are one
+/// member of room `r`: listed once, one presence `join`, both get the room's messages, one
+/// leaving and coming back changes nothing, and Ann leaves with her last connection.
+async fn one_user_on_two_connections(first: SocketAddr, second: SocketAddr) {
+    let connect = |addr: SocketAddr, token: String| async move {
+        ChatClient::connect_path(addr, &with_token(&token)).await
+    };
+    let join = json!({"type": "join", "room": "r"});
+    let ann_token = token_with("u-ann", json!({"name": "Ann"}));
+    let mut bob = connect(first, token_with("u-bob", json!({"name": "Bob"}))).await;
+    bob.join_with(join.clone()).await;
+
+    let mut ann1 = connect(first, ann_token.clone()).await;
+    ann1.join_with(join.clone()).await;
+    assert_eq!(
+        bob.next_presence_within("r", ANSWER).await,
+        Some(json!({"type": "presence", "room": "r", "event": "join", "nick": "Ann"}))
+    );
+
+    // The second connection of the same sub: listed once, no presence event.
+    let mut ann2 = connect(second, ann_token).await;
+    let joined = ann2.join_with(join.clone()).await;
+    assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
+    ann2.say("r", "marker 1").await;
+    let is_presence = |event: &Value| event["type"] == "presence";
+    read_until_message(&mut bob, "r", "marker 1", is_presence).await;
+    // Both connections receive the room's messages.
+    read_until_message(&mut ann1, "r", "marker 1", is_presence).await;
+    read_until_message(&mut ann2, "r", "marker 1", is_presence).await;
+    bob.say("r", "to both").await;
+    for ann in [&mut ann1, &mut ann2] {
+        let message = ann.next_message("r").await;
+        assert_eq!(
+            (&message["nick"], &message["text"]),
+            (&json!("Bob"), &json!("to both"))
+        );
+    }
+    bob.next_message("r").await;
+
+    // One of them leaves and comes back: still one member all along, no presence.
+    ann1.leave("r").await;
+    let joined = ann1.join_with(join.clone()).await;
+    assert_eq!(sorted_members(&joined), ["Ann", "Bob"], "{joined}");
+    ann1.say("r", "marker 2").await;
+    read_until_message(&mut bob, "r", "marker 2", is_presence).await;
+    read_until_message(&mut ann2, "r", "marker 2", is_presence).await;
+
+    // One disconnects: the other is still there.
+    ann1.close().await;
+    ann2.say("r", "marker 3").await;
+    read_until_message(&mut bob, "r", "marker 3", is_presence).await;
+    bob.expect_silence(Duration::from_millis(500)).await;
+    let mut cy = connect(first, token_with("u-cy", json!({"name": "Cy"}))).await;
+    let joined = cy.join_with(join).await;
+    assert_eq!(sorted_members(&joined), ["Ann", "Bob", "Cy"], "{joined}");
+    assert_eq!(
+        bob.next_presence_within("r", ANSWER).await.unwrap()["nick"],
+        "Cy"
+    );
+
+    // The last one goes: now Ann leaves.
+    ann2.close().await;
+    assert_eq!(
+        bob.next_presence_within("r", ANSWER).await,
+        Some(json!({"type": "presence", "room": "r", "event": "leave", "nick": "Ann"}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1644,37 +1612,8 @@ fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Stri
         .env_remove("SWITCHBOARD_AUTH_JWT_SECRET")
         .env_remove("SWITCHBOARD_AUTH_JWT_PUBLIC_KEY")
         .env_remove("SWITCHBOARD_ALLOWED_ORIGINS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("run switchboard");
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("switchboard {args:?} did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+        .envs(env.iter().copied());
+    support::run_to_exit(command)
 }
 
 /// Runs `switchboard token ARGS...` and returns the token it printed.

@@ -4,11 +4,7 @@
 
 mod support;
 
-use std::{
-    io::Read,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use support::{
@@ -255,7 +251,8 @@ async fn malformed_handshakes_are_refused() {
 /// Runs the binary with `args` and expects it to exit on its own within 10 s.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let static_dir = project_static_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
         .args([
             "--bind",
             "127.0.0.1:0",
@@ -263,32 +260,9 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
             static_dir.to_str().unwrap(),
         ])
         .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start switchboard");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("switchboard {args:?} did not exit within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    (status.code(), stderr)
+        .env_remove("RUST_LOG");
+    let (code, _, stderr) = support::run_to_exit(command);
+    (code, stderr)
 }
 
 #[test]
