@@ -431,20 +431,6 @@ fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-/// Waits (without blocking the runtime) for the server to exit.
-async fn wait_exit(server: &mut Server, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = server.wait_exit(Duration::ZERO) {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Whether `pid` is a live process (a zombie waiting to be reaped counts as gone).
 fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -696,7 +682,8 @@ async fn sigterm_closes_every_session_with_1001_and_exits_zero() {
         assert_eq!(u16::from(close.code), 1001, "{protocol:?}: {close:?}");
         assert_eq!(close.reason.as_str(), "going away", "{protocol:?}");
     }
-    let status = wait_exit(&mut server, Duration::from_secs(8))
+    let status = server
+        .wait_exit_async(Duration::from_secs(8))
         .await
         .expect("the server exits within the shutdown timeout");
     let took = signalled.elapsed();
@@ -723,7 +710,8 @@ async fn the_end_of_a_graceful_shutdown_is_logged() {
     let mut ws = ws;
     let close = read_until_closed(&mut ws).await.expect("close frame");
     assert_eq!(u16::from(close.code), 1001);
-    let status = wait_exit(&mut server, Duration::from_secs(8))
+    let status = server
+        .wait_exit_async(Duration::from_secs(8))
         .await
         .expect("exit");
     assert!(status.success());
@@ -745,7 +733,8 @@ async fn sigterm_right_after_start_is_a_graceful_shutdown() {
         let pid_file = dir.path("switchboard.pid");
         let mut server = Server::start(&["--pid-file", pid_file.to_str().unwrap()]);
         server.signal(libc::SIGTERM);
-        let status = wait_exit(&mut server, Duration::from_secs(8))
+        let status = server
+            .wait_exit_async(Duration::from_secs(8))
             .await
             .expect("exit on SIGTERM");
         assert!(status.success(), "attempt {attempt}: {status:?}");
@@ -767,7 +756,8 @@ async fn a_client_that_never_answers_the_close_cannot_stop_the_exit() {
         .expect("the server logs the shutdown");
     // The server gives the client its close timeout (5 s, as long as the shutdown timeout) to
     // answer, then exits anyway, successfully.
-    let status = wait_exit(&mut server, Duration::from_secs(9))
+    let status = server
+        .wait_exit_async(Duration::from_secs(9))
         .await
         .expect("the server exits soon after its shutdown timeout");
     let took = signalled.elapsed();
@@ -826,7 +816,8 @@ async fn an_upload_still_running_at_the_deadline_does_not_delay_the_exit() {
 
     server.signal(libc::SIGTERM);
     let signalled = Instant::now();
-    let status = wait_exit(&mut server, Duration::from_secs(8))
+    let status = server
+        .wait_exit_async(Duration::from_secs(8))
         .await
         .expect("the server exits");
     let took = signalled.elapsed();
@@ -886,7 +877,8 @@ async fn readiness_answers_503_on_a_kept_alive_connection_while_draining() {
     let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
     assert_eq!(status["draining"], true, "{status}");
     drop(kept_alive);
-    let exit = wait_exit(&mut server, Duration::from_secs(9))
+    let exit = server
+        .wait_exit_async(Duration::from_secs(9))
         .await
         .expect("the server exits soon after its shutdown timeout");
     assert!(exit.success(), "{exit:?}");
@@ -905,7 +897,8 @@ async fn a_second_signal_while_draining_exits_at_once() {
 
     server.signal(libc::SIGINT);
     let signalled = Instant::now();
-    let status = wait_exit(&mut server, Duration::from_secs(3))
+    let status = server
+        .wait_exit_async(Duration::from_secs(3))
         .await
         .expect("the second signal ends the process at once");
     println!(
@@ -1211,7 +1204,7 @@ async fn the_pid_file_holds_the_pid_refuses_a_second_server_and_goes_at_exit() {
     );
 
     first.signal(libc::SIGTERM);
-    let status = wait_exit(&mut first, STEP).await.expect("exit on SIGTERM");
+    let status = first.wait_exit_async(STEP).await.expect("exit on SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(!pid_file.exists(), "the pid file is removed at exit");
 }

@@ -246,7 +246,7 @@ async fn one_round(seed: u64, dir: &TempDir) -> Result<Tally, String> {
         let from = log.len().saturating_sub(15);
         log[from..].join("\n")
     };
-    let status = wait_exit(&mut server, SHUTDOWN_TIMEOUT + EXIT_SLACK).await;
+    let status = server.wait_exit_async(SHUTDOWN_TIMEOUT + EXIT_SLACK).await;
     phase.exited.store(true, Ordering::SeqCst);
     let Some(status) = status else {
         return Err(format!(
@@ -307,19 +307,6 @@ async fn one_round(seed: u64, dir: &TempDir) -> Result<Tally, String> {
             let _ = writeln!(report, "- {failure}");
         }
         Err(format!("{report}log:\n{}", log_tail(&server)))
-    }
-}
-
-async fn wait_exit(server: &mut Server, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = server.wait_exit(Duration::ZERO) {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -178,6 +178,20 @@ impl Server {
         }
     }
 
+    /// [`Server::wait_exit`] for async tests: waits without blocking the runtime.
+    pub async fn wait_exit_async(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits up to `timeout` for a log line containing `text`.
     pub fn wait_for_log(&self, text: &str, timeout: Duration) -> Option<String> {
         let deadline = std::time::Instant::now() + timeout;
