@@ -117,8 +117,9 @@ fn arbitrary_text(text: &str) {
         .unwrap_or(trimmed.len());
     let (digits, suffix) = trimmed.split_at(digits_end);
     let mut exact_known = false;
-    if !digits.is_empty() && digits.len() < 30 {
-        let number: u128 = digits.parse().unwrap();
+    let significant = digits.trim_start_matches('0');
+    if !digits.is_empty() && significant.len() < 30 {
+        let number: u128 = significant.parse().unwrap_or(0);
         let unit = suffix.trim_start();
         let factor = if unit.is_empty() {
             Some(1)
@@ -141,8 +142,9 @@ fn arbitrary_text(text: &str) {
     // Any other accepted size that is the largest value must have been written as that value
     // (a saturated fraction or unit otherwise).
     if size == Ok(u64::MAX) && !exact_known {
+        let in_bytes = trimmed.trim_end_matches(['b', 'B']).trim_end();
         assert_eq!(
-            trimmed.parse::<u64>(),
+            in_bytes.parse::<u64>(),
             Ok(u64::MAX),
             "{text:?} clamped to u64::MAX"
         );
