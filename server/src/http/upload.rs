@@ -248,13 +248,19 @@ fn unquote_leniently(quoted: &str) -> String {
 pub fn sanitize_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
-    let mut cleaned = cleaned.trim().trim_start_matches('.').to_owned();
+    // Dots and white space at the start in any mix: ". x" must not become " x".
+    let mut cleaned = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
+        .to_owned();
     if cleaned.len() > MAX_NAME {
         let mut end = MAX_NAME;
         while !cleaned.is_char_boundary(end) {
             end -= 1;
         }
         cleaned.truncate(end);
+        // The cut may leave white space at the end.
+        cleaned.truncate(cleaned.trim_end().len());
     }
     if cleaned.is_empty() {
         "upload".to_owned()
@@ -340,5 +346,22 @@ mod tests {
         assert_eq!(sanitize_file_name(".."), "upload");
         assert_eq!(sanitize_file_name("dir/"), "upload");
         assert!(sanitize_file_name(&"é".repeat(300)).len() <= 200);
+    }
+
+    #[test]
+    fn names_lose_white_space_around_them_whatever_the_dots() {
+        // Found by the `http_upload` fuzz target: these kept the spaces after the dots.
+        assert_eq!(sanitize_file_name(". x"), "x");
+        assert_eq!(sanitize_file_name("\u{5}   .\0     \u{1c}   r"), "r");
+        assert_eq!(sanitize_file_name(" . .hidden "), "hidden");
+        let cut_before_a_space = format!("{} tail", "a".repeat(MAX_NAME - 1));
+        assert_eq!(
+            sanitize_file_name(&cut_before_a_space),
+            "a".repeat(MAX_NAME - 1)
+        );
+        for name in [". x", "a/ .b", &cut_before_a_space] {
+            let once = sanitize_file_name(name);
+            assert_eq!(sanitize_file_name(&once), once);
+        }
     }
 }
