@@ -304,7 +304,7 @@ async fn create_unique(dir: &Path, name: &str) -> Result<(File, String), Request
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize_file_name;
+    use super::{sanitize_file_name, MAX_NAME};
 
     #[test]
     fn raw_windows_paths_keep_their_backslashes() {
