@@ -3,7 +3,7 @@
 //! Properties: any list and any header are parsed or refused, never a panic. With a list of
 //! exact origins only, an allowed `Origin` is byte-equal to one entry once both are normalised
 //! (scheme and host lowercased, the scheme's default port written out, an entry's trailing `/`
-//! dropped) by a strict reference (RFC 6454 serialisation: the port is decimal digits); every
+//! dropped) by a strict reference (the port is decimal digits only); every
 //! such entry allows itself; a `*` entry allows anything; and without a list, an allowed origin
 //! names exactly the request's `Host` (same normalisation).
 #![no_main]
@@ -34,7 +34,8 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
-/// Host (lowercased) and port, strictly: a port is 1 to 5 decimal digits below 65536.
+/// Host (lowercased) and port, strictly: a port is decimal digits (RFC 3986 `*DIGIT`, so
+/// leading zeros are allowed) of a value below 65536.
 fn host_port(authority: &str) -> Option<(String, Option<u16>)> {
     let (host, port) = if authority.starts_with('[') {
         let close = authority.find(']')?;
@@ -56,7 +57,7 @@ fn host_port(authority: &str) -> Option<(String, Option<u16>)> {
     }
     let port = match port {
         Some(port) => {
-            if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
             Some(port.parse::<u16>().ok()?)

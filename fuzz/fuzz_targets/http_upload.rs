@@ -125,9 +125,15 @@ fuzz_target!(|data: &[u8]| {
             }
             body.extend_from_slice(b"\r\nContent-Type: application/octet-stream\r\n\r\n");
             let delimiter = format!("\r\n--{boundary}");
+            // actix-multipart also ends a part at a bare CR before `--boundary` (RFC 2046
+            // wants CRLF), so such content cannot be sent either.
+            let bare_cr_delimiter = format!("\r--{boundary}");
             if content
                 .windows(delimiter.len())
                 .any(|window| window == delimiter.as_bytes())
+                || content
+                    .windows(bare_cr_delimiter.len())
+                    .any(|window| window == bare_cr_delimiter.as_bytes())
                 || (content.len() + 2 >= delimiter.len() && {
                     // The delimiter may also start inside the content and end in the framing.
                     let mut tail = content.clone();
