@@ -131,7 +131,7 @@ fn arbitrary_text(text: &str) {
         };
         if let Some(factor) = factor {
             exact_known = true;
-            let exact = number * u128::from(factor);
+            let exact = number.saturating_mul(u128::from(factor));
             if exact <= u128::from(u64::MAX) {
                 assert_eq!(size, Ok(exact as u64), "{text:?}");
             } else {
