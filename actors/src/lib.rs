@@ -24,6 +24,16 @@ pub mod transport;
 pub use config::{ConnectionFd, ProtocolSettings, SessionConfig, SlowConsumerPolicy};
 pub use message::Message;
 
+/// The parsers the fuzz targets in `fuzz/` drive; not an interface of the actors.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::protocols::chat::{
+        error::ChatError,
+        limits::{check_room, Limits, MAX_ROOM},
+        wire::{parse as parse_chat_request, Request as ChatRequest},
+    };
+}
+
 /// A connection's id, unique in the process.
 pub type SessionId = u64;
 

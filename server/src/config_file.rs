@@ -85,7 +85,13 @@ pub fn apply(command: Command, path: &Path) -> Result<Command, ConfigFileError> 
         path: shown.clone(),
         source,
     })?;
-    let json: Value = serde_json::from_str(&text).map_err(|source| ConfigFileError::Json {
+    apply_text(command, &text, shown)
+}
+
+/// [`apply`] without the file read: `text` is the file's content, `shown` its name for errors.
+/// Separate so that the fuzz target can check any text without a file system.
+pub fn apply_text(command: Command, text: &str, shown: String) -> Result<Command, ConfigFileError> {
+    let json: Value = serde_json::from_str(text).map_err(|source| ConfigFileError::Json {
         path: shown.clone(),
         source,
     })?;

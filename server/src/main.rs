@@ -1,18 +1,6 @@
 //! The `switchboard` binary: parse the configuration, set up the process, run the server.
 
-mod access;
-mod config;
-mod config_file;
-mod http;
-mod lifecycle;
-mod probe;
-mod server;
-mod state;
-mod token_command;
-mod units;
-mod ws;
-
-use config::Config;
+use switchboard::{config::Config, lifecycle, probe, server, token_command};
 
 fn main() {
     // `switchboard probe URL`: a health check for images without curl (see probe.rs).

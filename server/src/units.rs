@@ -12,9 +12,21 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     if text.is_empty() {
         return Err("empty size".into());
     }
-    text.parse::<bytesize::ByteSize>()
+    let size = text
+        .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
-        .map_err(|_| format!("`{text}` is not a size (examples: 65536, 64KiB, 16MiB)"))
+        .map_err(|_| format!("`{text}` is not a size (examples: 65536, 64KiB, 16MiB)"))?;
+    // bytesize saturates a size past u64 (`20000EiB`, `99999999999999999999kB`) to u64::MAX
+    // rather than refusing it. That value itself can only be written in bytes, as 2^64 - 1 is
+    // no whole multiple of any unit, so any other way to reach it was an overflow.
+    let in_bytes = text.trim_end_matches(['b', 'B']).trim_end();
+    if size == u64::MAX && in_bytes.parse::<u64>() != Ok(u64::MAX) {
+        return Err(format!(
+            "`{text}` is too large (at most {} bytes)",
+            u64::MAX
+        ));
+    }
+    Ok(size)
 }
 
 /// Parses a byte size that must fit in memory-sized arithmetic (`usize`).
@@ -47,6 +59,18 @@ mod tests {
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("").is_err());
         assert!(parse_bytes("-5").is_err());
+    }
+
+    #[test]
+    fn sizes_past_u64_are_refused_not_clamped() {
+        // Found by the `units` fuzz target: these were all u64::MAX.
+        assert!(parse_bytes("17417752110260178102EB").is_err());
+        assert!(parse_bytes("16EiB").is_err());
+        assert!(parse_bytes("18446744073709551616").is_err());
+        assert!(parse_bytes("18446744073709551615.5 B").is_err());
+        assert_eq!(parse_bytes("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_bytes("18446744073709551615 B"), Ok(u64::MAX));
+        assert_eq!(parse_bytes("15EiB"), Ok(15 << 60));
     }
 
     #[test]

@@ -214,8 +214,10 @@ fn read_public_key(path: &Path) -> Result<(Algorithm, DecodingKey), KeyError> {
     })
 }
 
-/// The `alg` of a token's header, read before anything else is trusted.
-fn header_algorithm(token: &str) -> Result<String, TokenError> {
+/// The `alg` of a token's header, read before anything else is trusted. Public for the fuzz
+/// target only.
+#[doc(hidden)]
+pub fn header_algorithm(token: &str) -> Result<String, TokenError> {
     #[derive(Deserialize)]
     struct JustAlg {
         alg: String,

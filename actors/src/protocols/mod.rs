@@ -1,7 +1,7 @@
 //! The protocols this server speaks, one file each. To add one: write its file and add one line
 //! to [`ALL`].
 
-mod chat;
+pub(crate) mod chat;
 mod dumb_increment;
 mod echo;
 mod mirror;

@@ -159,7 +159,9 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
         return None;
     }
     let port = match port {
-        Some(port) => Some(port.parse::<u16>().ok()?),
+        // Digits only (RFC 3986 `port = *DIGIT`): `parse` alone would also take `+443`.
+        Some(port) if port.bytes().all(|b| b.is_ascii_digit()) => Some(port.parse::<u16>().ok()?),
+        Some(_) => return None,
         None => None,
     };
     Some((host.to_ascii_lowercase(), port))
@@ -238,5 +240,9 @@ mod tests {
             .is_err());
         assert!("https://host:99999".parse::<OriginPolicy>().is_err());
         assert!("*.".parse::<OriginPolicy>().is_err());
+        // Found by the access_origin fuzz target: a port with a sign was read as a number.
+        assert!("https://host:+443".parse::<OriginPolicy>().is_err());
+        assert!(!list("https://host").allows(Some("https://host:+443"), None));
+        assert!(list("https://host").allows(Some("https://host:0443"), None));
     }
 }

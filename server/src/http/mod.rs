@@ -1,22 +1,22 @@
 //! Plain HTTP: one file per concern. Routes that are not WebSocket handshakes end here.
 
 mod body;
-mod byteranges;
+pub(crate) mod byteranges;
 mod conditional;
 mod error;
-mod file_body;
+pub(crate) mod file_body;
 mod file_cache;
 pub mod front_door;
 mod head_limit;
 mod health;
 pub mod metrics;
 mod publish;
-mod ranges;
+pub(crate) mod ranges;
 pub mod request_error;
 mod safe_path;
 mod static_files;
 mod status;
-mod upload;
+pub(crate) mod upload;
 
 use actix_web::web;
 

@@ -26,7 +26,7 @@ use super::{
 const BLOCK: usize = 256 * 1024;
 
 /// Longest stored file name, in bytes.
-const MAX_NAME: usize = 200;
+pub const MAX_NAME: usize = 200;
 
 /// Upload settings (`--upload-dir` unset: uploads are off).
 pub struct Uploads {
@@ -85,12 +85,7 @@ pub async fn upload(
         let mut field =
             field.map_err(|err| outcome.error_for(|| RequestError::BadBody(err.to_string())))?;
         let field_name = field.name().unwrap_or_default().to_owned();
-        let file_name = raw_file_name(field.headers()).or_else(|| {
-            field
-                .content_disposition()
-                .and_then(|disposition| disposition.get_filename())
-                .map(str::to_owned)
-        });
+        let file_name = part_file_name(&field);
         let mut sink = match &file_name {
             Some(name) => {
                 let (file, stored) = create_unique(&dir, &sanitize_file_name(name)).await?;
@@ -203,6 +198,17 @@ impl PartSink {
     }
 }
 
+/// The file name a part was sent with, if any: [`raw_file_name`], else the parsed header's.
+/// A function of its own so that the fuzz target checks the names the handler uses.
+pub fn part_file_name(field: &actix_multipart::Field) -> Option<String> {
+    raw_file_name(field.headers()).or_else(|| {
+        field
+            .content_disposition()
+            .and_then(|disposition| disposition.get_filename())
+            .map(str::to_owned)
+    })
+}
+
 /// The `filename="..."` of a part's Content-Disposition exactly as sent. Browsers that send a
 /// whole Windows path (`C:\Users\x\a.txt`) do not escape its backslashes, and a strict parser
 /// would drop them and glue the path into one name; taken raw, the path is cut at its last
@@ -242,13 +248,19 @@ fn unquote_leniently(quoted: &str) -> String {
 pub fn sanitize_file_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
-    let mut cleaned = cleaned.trim().trim_start_matches('.').to_owned();
+    // Dots and white space at the start in any mix: ". x" must not become " x".
+    let mut cleaned = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end()
+        .to_owned();
     if cleaned.len() > MAX_NAME {
         let mut end = MAX_NAME;
         while !cleaned.is_char_boundary(end) {
             end -= 1;
         }
         cleaned.truncate(end);
+        // The cut may leave white space at the end.
+        cleaned.truncate(cleaned.trim_end().len());
     }
     if cleaned.is_empty() {
         "upload".to_owned()
@@ -292,7 +304,7 @@ async fn create_unique(dir: &Path, name: &str) -> Result<(File, String), Request
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize_file_name;
+    use super::{sanitize_file_name, MAX_NAME};
 
     #[test]
     fn raw_windows_paths_keep_their_backslashes() {
@@ -334,5 +346,22 @@ mod tests {
         assert_eq!(sanitize_file_name(".."), "upload");
         assert_eq!(sanitize_file_name("dir/"), "upload");
         assert!(sanitize_file_name(&"é".repeat(300)).len() <= 200);
+    }
+
+    #[test]
+    fn names_lose_white_space_around_them_whatever_the_dots() {
+        // Found by the `http_upload` fuzz target: these kept the spaces after the dots.
+        assert_eq!(sanitize_file_name(". x"), "x");
+        assert_eq!(sanitize_file_name("\u{5}   .\0     \u{1c}   r"), "r");
+        assert_eq!(sanitize_file_name(" . .hidden "), "hidden");
+        let cut_before_a_space = format!("{} tail", "a".repeat(MAX_NAME - 1));
+        assert_eq!(
+            sanitize_file_name(&cut_before_a_space),
+            "a".repeat(MAX_NAME - 1)
+        );
+        for name in [". x", "a/ .b", &cut_before_a_space] {
+            let once = sanitize_file_name(name);
+            assert_eq!(sanitize_file_name(&once), once);
+        }
     }
 }

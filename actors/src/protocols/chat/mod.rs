@@ -32,11 +32,11 @@
 //! arrives after the client asked to leave except the owner's `left`.
 
 mod cluster;
-mod error;
-mod limits;
+pub(crate) mod error;
+pub(crate) mod limits;
 mod room;
 mod rooms;
-mod wire;
+pub(crate) mod wire;
 
 use std::{
     sync::Arc,
