@@ -11,10 +11,15 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard::fuzzing::OriginPolicy;
 
-/// `scheme://host:port` normalised, or `None` if `text` is not an origin.
+/// `scheme://host:port` normalised, or `None` if `text` is not an origin. A bare `host[:port]`
+/// (a non-browser client's) normalises with an empty scheme, `://host:port`.
 fn normalise(text: &str) -> Option<String> {
-    let (scheme, authority) = text.split_once("://")?;
-    if scheme.is_empty() || authority.contains(['/', '@', '?', '#']) {
+    let (scheme, authority) = match text.split_once("://") {
+        Some(("", _)) => return None,
+        Some(parts) => parts,
+        None => ("", text),
+    };
+    if authority.contains(['/', '@', '?', '#']) {
         return None;
     }
     let scheme = scheme.to_ascii_lowercase();

@@ -123,6 +123,11 @@ fn reference(header: &str, len: u64) -> Option<Vec<ByteRange>> {
             (n * 10 + u128::from(d - b'0')).min(u128::from(u64::MAX) * 4)
         }))
     };
+    // Order as written, exactly, whatever the length (saturated values would tie).
+    let less = |a: &str, b: &str| {
+        let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+        (a.len(), a) < (b.len(), b)
+    };
     let len128 = u128::from(len);
     let mut ranges = Vec::new();
     let mut any = false;
@@ -137,14 +142,15 @@ fn reference(header: &str, len: u64) -> Option<Vec<ByteRange>> {
             let n = digits(last)?;
             (len128.saturating_sub(n), len128)
         } else {
+            let first_text = first;
             let first = digits(first)?;
             let end = if last.is_empty() {
                 len128
             } else {
-                let last = digits(last)?;
-                if last < first {
+                if less(last, first_text) {
                     return None;
                 }
+                let last = digits(last)?;
                 (last + 1).min(len128)
             };
             (first, end)

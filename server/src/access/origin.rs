@@ -118,7 +118,11 @@ impl Origin {
     /// `host[:port]`, as some non-browser clients send (Tsung sends its `Host`), which has no
     /// scheme and so matches only by host.
     fn parse(text: &str) -> Option<Origin> {
-        let (scheme, authority) = text.split_once("://").unwrap_or(("", text));
+        let (scheme, authority) = match text.split_once("://") {
+            Some(("", _)) => return None,
+            Some(parts) => parts,
+            None => ("", text),
+        };
         if authority.is_empty() || authority.contains(['/', '@', '?', '#', ' ']) {
             return None;
         }
@@ -206,6 +210,7 @@ mod tests {
         assert!(policy.allows(Some("switchboard"), Some("switchboard")));
         assert!(!policy.allows(Some("127.0.0.1:7682"), Some("127.0.0.1:7681")));
         assert!(!policy.allows(Some(""), Some("127.0.0.1")));
+        assert!(!policy.allows(Some("://127.0.0.1"), Some("127.0.0.1")));
     }
 
     #[test]

@@ -112,15 +112,17 @@ fn parse(header: &str) -> Result<Vec<Spec>, Refusal> {
         let spec = if first.is_empty() {
             Spec::Suffix(number(last)?)
         } else {
+            // Compared as written, not as saturated numbers: `last < first` makes the header
+            // invalid however large both are.
+            if !last.is_empty() && digits_less(last, first) {
+                return Err(Refusal::Malformed);
+            }
             let first = number(first)?;
             let last = if last.is_empty() {
                 None
             } else {
                 Some(number(last)?)
             };
-            if last.is_some_and(|last| last < first) {
-                return Err(Refusal::Malformed);
-            }
             Spec::From { first, last }
         };
         specs.push(spec);
@@ -129,6 +131,13 @@ fn parse(header: &str) -> Result<Vec<Spec>, Refusal> {
         return Err(Refusal::Malformed);
     }
     Ok(specs)
+}
+
+/// Whether the decimal number `a` is less than `b`, for any length (both runs of digits; a run
+/// that is not is left to [`number`] to refuse).
+fn digits_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) < (b.len(), b)
 }
 
 /// A run of ASCII digits. Values beyond u64 saturate: they are positions past any real file's
@@ -209,6 +218,17 @@ mod tests {
         assert_eq!(parts("bytes=0-99999999999999999999999", 10), [r(0, 9)]);
         // An unsatisfiable range next to a satisfiable one is dropped.
         assert_eq!(parts("bytes=20-30,0-1", 10), [r(0, 1)]);
+    }
+
+    #[test]
+    fn a_last_below_its_first_invalidates_the_header_however_large_both_are() {
+        let header = "bytes=0-1,655555555555555555555555-68855555555555555555";
+        assert_eq!(plan(header, 3136), RangePlan::Whole);
+        assert_eq!(
+            plan("bytes=0-1,0099-100", 10),
+            RangePlan::Parts(vec![r(0, 1)])
+        );
+        assert_eq!(plan("bytes=0-1,100-0099", 10), RangePlan::Whole);
     }
 
     #[test]
