@@ -4,6 +4,9 @@
 #   bench/compare.sh            full run: 3 repetitions, 10 s per load (about 10 minutes)
 #   bench/compare.sh --quick    smoke run: 1 repetition, short loads (about 2 minutes)
 #   bench/compare.sh --reps 5   more repetitions
+#   bench/compare.sh --only rate100,lag100   only these loads (names as in the table's first column
+#                                            of results.tsv: bcast100 lag100 bcast1000 rate100
+#                                            rate1000 idle static echo)
 #
 # Prints the machine, then a table of medians with the ratio Switchboard / libwebsockets, and the
 # server CPU time per delivered message or request. Every run's raw output is kept under
@@ -14,15 +17,20 @@ cd "$(dirname "$0")/.."
 
 QUICK=0
 REPS=3
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
+    --only)
+        ONLY=",$2,"
+        shift
+        ;;
     --reps)
         REPS="$2"
         shift
         ;;
     -h | --help)
-        sed -n '2,10p' "$0"
+        sed -n '2,13p' "$0"
         exit 0
         ;;
     *)
@@ -279,9 +287,13 @@ run_wrk() { # server rep
 COMMON=(--duration "$DUR" --warmup "$WARM")
 SERVERS=(switchboard libwebsockets)
 
+# wanted LOAD: whether --only (if given) names the load.
+wanted() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
+
 run_both() { # load -- client arguments (URL and pid are added per server)
     local load=$1 rep server port
     shift 2
+    wanted "$load" || return 0
     for rep in $(seq "$REPS"); do
         for server in "${SERVERS[@]}"; do
             port=$(server_port "$server")
@@ -294,11 +306,16 @@ run_both() { # load -- client arguments (URL and pid are added per server)
 
 echo "== runs ($REPS repetition(s); ${DUR} s measured after ${WARM} s warm-up per load)"
 run_both bcast100 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 100 -p 1 --size 64 --max-lag 1000
+# A publisher that waits for its slowest subscriber (at most 100 messages ahead): the load where
+# a fixed write window would throttle it to one round per window.
+run_both lag100 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 100 -p 1 --size 64 --max-lag 100
 run_both bcast1000 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --max-lag 1000
+# Light load, for latency: a message every millisecond to 100 subscribers.
+run_both rate100 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 100 -p 1 --size 64 --rate 1000 --max-lag 1000
 run_both rate1000 -- broadcast "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --rate 1000 --max-lag 1000
 # Memory per connection is measured on freshly started servers: a process that held many
 # connections before keeps (and reuses) that memory, which would hide the cost.
-for rep in $(seq "$REPS"); do
+wanted idle && for rep in $(seq "$REPS"); do
     stop_pid "$SB_PID"
     stop_pid "$LWS_PID"
     start_switchboard
@@ -311,14 +328,14 @@ for rep in $(seq "$REPS"); do
         sleep 2
     done
 done
-for rep in $(seq "$REPS"); do
+wanted static && for rep in $(seq "$REPS"); do
     for server in "${SERVERS[@]}"; do
         printf '  static %s rep %s\n' "$server" "$rep"
         run_wrk "$server" "$rep"
         sleep 1
     done
 done
-for rep in $(seq "$REPS"); do
+wanted echo && for rep in $(seq "$REPS"); do
     for w in 1 16; do
         printf '  echo W=%s switchboard rep %s\n' "$w" "$rep"
         run_client "echo$w" switchboard "$rep" -- echo --url "ws://127.0.0.1:$SB_PORT/" \
@@ -352,8 +369,12 @@ echo "== results: medians of $REPS run(s) (ratio = Switchboard / libwebsockets)"
 printf '%-36s %-30s %14s %14s %8s\n' load figure switchboard libwebsockets ratio
 L="broadcast K=100, 64 B, max speed"
 for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row bcast100 "$m" "$L"; done
+L="broadcast K=100, 64 B, max lag 100"
+for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row lag100 "$m" "$L"; done
 L="broadcast K=1000, 64 B, max speed"
 for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row bcast1000 "$m" "$L"; done
+L="broadcast K=100, 64 B, 1000 msg/s"
+for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row rate100 "$m" "$L"; done
 L="broadcast K=1000, 64 B, 1000 msg/s"
 for m in deliveries_per_s published_per_s p50_ms p99_ms p999_ms loss order_violations cpu_us client_cpu_s; do row rate1000 "$m" "$L"; done
 L="idle connections N=$IDLE_N"

@@ -355,41 +355,34 @@ async fn a_member_closing_mid_stream_gets_its_close_answer_last() {
         .expect("sender task");
 }
 
-/// `--write-coalesce`: a broadcast after a quiet window goes out at once; the ones that follow
-/// wait for their member's next pass (at least half a window later) and go out together, in
-/// order.
+/// `--write-coalesce` applies only when the load chooses it: at light load every broadcast goes
+/// out at the end of the turn that queued it, even one right after another and with a window of
+/// two seconds (the window only applies above `BUSY_DELIVERIES_PER_S`, see `flush.rs`, whose
+/// unit tests cover the windowed passes). Before the load chose it, every broadcast but the
+/// first after a quiet window waited for its member's next pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcasts_under_load_are_written_once_per_window() {
+async fn light_broadcasts_go_out_at_once_whatever_the_window() {
     let window = Duration::from_secs(2);
     let server = Server::start(&["--workers", "1", "--write-coalesce", "2s"]);
     let mut sender = join(&server, Some("window")).await;
     let mut member = join(&server, Some("window")).await;
 
-    let sent = Instant::now();
-    sender.send(Message::text("first")).await.unwrap();
-    assert_eq!(next_text(&mut member).await, "first");
-    let first_arrived = sent.elapsed();
-    assert!(
-        first_arrived < window / 2,
-        "after a quiet window a broadcast goes out at once (took {first_arrived:?})"
-    );
-
-    for n in 0..3 {
-        sender
-            .send(Message::text(format!("then {n}")))
-            .await
-            .unwrap();
+    let mut texts = Vec::new();
+    for n in 0..4 {
+        let text = format!("message {n}");
+        let sent = Instant::now();
+        sender.send(Message::text(text.clone())).await.unwrap();
+        assert_eq!(next_text(&mut member).await, text);
+        let took = sent.elapsed();
+        assert!(
+            took < window / 4,
+            "broadcast {n} at light load took {took:?} (window {window:?})"
+        );
+        texts.push(text);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for n in 0..3 {
-        assert_eq!(next_text(&mut member).await, format!("then {n}"));
-    }
-    let rest_arrived = sent.elapsed();
-    assert!(
-        rest_arrived >= window / 2 && rest_arrived < window * 2,
-        "the next broadcasts wait for the member's next pass (arrived after {rest_arrived:?})"
-    );
     // The sender is a member too, and got the same, in the same order.
-    for text in ["first", "then 0", "then 1", "then 2"] {
+    for text in texts {
         assert_eq!(next_text(&mut sender).await, text);
     }
 }

@@ -21,6 +21,16 @@
 //! whatever it carries, so a shorter window means more of them. On two cores shared with the
 //! load client, at 200 to 1,000 messages/s to 1,000 members, 10 ms (the default) had the lowest
 //! p99 among 5 to 12 ms: about 12 ms, against 14 ms at 8 ms and 15 ms at 5 ms.
+//!
+//! The load chooses whether the window applies at all. A shard that delivered fewer than
+//! [`BUSY_DELIVERIES_PER_S`] frames a second over its last window writes every pass at the end of
+//! the turn that queued it (corked for that turn, then uncorked): at light load no message waits
+//! for a timer. Above that rate a write per delivery would cost more than the window's wait is
+//! worth (each `send(2)` on loopback costs this machine 5 to 16 µs of kernel time, see the
+//! README), so the grid above applies. The rate is of deliveries, not of writes, so the choice
+//! does not feed back on itself. And under the window a member whose queue holds a full batch
+//! ([`FULL_BATCH`] bytes) is written at once: a publisher that waits for its subscribers (a lag
+//! limit) is not held to one round per window.
 
 use std::{
     cell::{Cell, RefCell},
@@ -34,12 +44,61 @@ use crate::{outbox::Outbox, SessionId};
 const SLOT_SPACING: Duration = Duration::from_millis(1);
 /// More slots than this would only add timers.
 const MAX_SLOTS: u128 = 16;
+/// Below this many deliveries a second (per shard, measured over the last window) every pass
+/// goes out at the end of its turn. At about 5 µs of kernel time per small write, this rate of
+/// writes is half a core: above it, batching pays for its wait.
+pub(crate) const BUSY_DELIVERIES_PER_S: u64 = 100_000;
+/// Bytes queued for one member that make a batch worth writing without waiting for its slot.
+pub(crate) const FULL_BATCH: u64 = 8 * 1024;
 
 /// The slots of one shard, and the start of their grids.
 pub(super) struct Flush {
     window: Duration,
     epoch: Instant,
     slots: Box<[Slot]>,
+    load: Load,
+}
+
+/// The shard's delivery rate, counted over periods of one window: whether it is busy.
+struct Load {
+    period_start: Cell<Instant>,
+    deliveries: Cell<u64>,
+    busy: Cell<bool>,
+}
+
+impl Load {
+    fn new(now: Instant) -> Load {
+        Load {
+            period_start: Cell::new(now),
+            deliveries: Cell::new(0),
+            busy: Cell::new(false),
+        }
+    }
+
+    /// Counts deliveries; at the end of each period, decides whether the shard is busy.
+    fn count(&self, deliveries: u64, window: Duration, now: Instant) {
+        self.deliveries.set(self.deliveries.get() + deliveries);
+        let elapsed = now.saturating_duration_since(self.period_start.get());
+        if elapsed >= window {
+            let per_s =
+                u128::from(self.deliveries.get()) * 1_000_000_000 / elapsed.as_nanos().max(1);
+            let busy = per_s >= u128::from(BUSY_DELIVERIES_PER_S);
+            if busy != self.busy.replace(busy) {
+                log::debug!(
+                    "write window {}: {per_s} deliveries/s",
+                    if busy { "on" } else { "off" }
+                );
+            }
+            self.deliveries.set(0);
+            self.period_start.set(now);
+        }
+    }
+
+    /// Busy, unless the shard has been quiet since its last period ended (a burst after a quiet
+    /// spell is judged when its own period ends).
+    fn is_busy(&self, window: Duration, now: Instant) -> bool {
+        self.busy.get() && now < self.period_start.get() + window * 2
+    }
 }
 
 /// The members with frames this slot's next pass writes, and when its last pass ran.
@@ -52,11 +111,27 @@ struct Slot {
 impl Flush {
     pub(super) fn new(window: Duration) -> Rc<Flush> {
         let slots = (window.as_nanos() / SLOT_SPACING.as_nanos()).clamp(1, MAX_SLOTS) as usize;
+        let now = Instant::now();
         Rc::new(Flush {
             window,
-            epoch: Instant::now(),
+            epoch: now,
             slots: (0..slots).map(|_| Slot::default()).collect(),
+            load: Load::new(now),
         })
+    }
+
+    /// Counts a broadcast's deliveries toward the shard's load (see the module documentation).
+    pub(super) fn count(&self, deliveries: usize) {
+        if deliveries > 0 && !self.window.is_zero() {
+            self.load
+                .count(deliveries as u64, self.window, Instant::now());
+        }
+    }
+
+    /// Whether a member that got a frame while already parked here should be written now,
+    /// without waiting for its slot: its queue holds a full batch.
+    pub(super) fn batch_is_full(outbox: &Outbox) -> bool {
+        outbox.backlog() >= FULL_BATCH && outbox.is_direct()
     }
 
     /// Remembers a member whose writer is parked with a frame queued, and makes sure a pass of
@@ -93,11 +168,14 @@ impl Flush {
         });
     }
 
-    /// When the slot's next pass runs: `None` (at once) if its last pass is at least a window
-    /// old, else on its grid, at least half a window after its last pass. In steady load that is
+    /// When the slot's next pass runs: `None` (at once) if the shard is not busy or the slot's
+    /// last pass is at least a window old, else on its grid, at least half a window after its last pass. In steady load that is
     /// one window after it; only the first pass after a quiet spell (which went out at once,
     /// off the grid) may be followed by one up to a window and a half later.
     fn due(&self, index: usize, now: Instant) -> Option<Instant> {
+        if !self.load.is_busy(self.window, now) {
+            return None;
+        }
         let last = self.slots[index].last_pass.get()?;
         if now >= last + self.window {
             return None;
@@ -134,9 +212,17 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A flush whose shard was found busy by a period that ended at `at`.
+    fn busy_since(window: Duration, at: Duration) -> Rc<Flush> {
+        let flush = Flush::new(window);
+        flush.load.busy.set(true);
+        flush.load.period_start.set(flush.epoch + at);
+        flush
+    }
+
     #[test]
     fn a_window_of_five_ms_has_five_slots_one_ms_apart() {
-        let flush = Flush::new(ms(5));
+        let flush = busy_since(ms(5), ms(100));
         assert_eq!(flush.slots.len(), 5);
         let epoch = flush.epoch;
         for index in 0..5 {
@@ -149,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_slot_quiet_for_a_window_is_written_at_once() {
-        let flush = Flush::new(ms(5));
+        let flush = busy_since(ms(5), ms(10));
         let epoch = flush.epoch;
         assert_eq!(flush.due(2, epoch + ms(3)), None, "never written");
         flush.slots[2].last_pass.set(Some(epoch + ms(10)));
@@ -159,7 +245,7 @@ mod tests {
 
     #[test]
     fn after_a_pass_off_the_grid_the_next_waits_half_a_window_then_joins_the_grid() {
-        let flush = Flush::new(ms(5));
+        let flush = busy_since(ms(5), ms(8));
         let epoch = flush.epoch;
         // Slot 2's grid: 2, 7, 12, 17 ms... A pass at 11.5 ms (a quiet spell's first broadcast).
         flush.slots[2]
@@ -194,6 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shard_below_the_busy_rate_writes_every_pass_at_once() {
+        let window = ms(10);
+        let flush = Flush::new(window);
+        let epoch = flush.epoch;
+        // 99 deliveries per window is 9,900 a second: not busy.
+        for n in 1..=10 {
+            flush.load.count(99, window, epoch + ms(10 * n));
+            flush.slots[0].last_pass.set(Some(epoch + ms(10 * n)));
+            assert_eq!(flush.due(0, epoch + ms(10 * n) + ms(1)), None);
+        }
+        // 2,000 in a window is 200,000 a second: busy, so the grid applies.
+        flush.load.count(2_000, window, epoch + ms(110));
+        flush.slots[0].last_pass.set(Some(epoch + ms(110)));
+        assert!(flush.due(0, epoch + ms(111)).is_some());
+        // Quiet for two windows after that: no longer busy.
+        assert_eq!(flush.due(0, epoch + ms(131)), None);
+    }
+
+    #[test]
     fn without_a_window_every_pass_is_at_once() {
         let flush = Flush::new(Duration::ZERO);
         assert_eq!(flush.slots.len(), 1);
@@ -203,7 +308,7 @@ mod tests {
 
     #[test]
     fn long_windows_have_at_most_sixteen_slots() {
-        let flush = Flush::new(Duration::from_secs(2));
+        let flush = busy_since(Duration::from_secs(2), ms(2_000));
         assert_eq!(flush.slots.len(), 16);
         let epoch = flush.epoch;
         // Slot 4's grid: 0.5 s, 2.5 s, 4.5 s...

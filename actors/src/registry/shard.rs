@@ -208,9 +208,16 @@ impl ShardCore {
                     self.flush.add(**id, outbox);
                     true
                 }
+                (Delivery::Queued, Wake::Pending) => {
+                    if Flush::batch_is_full(outbox) {
+                        outbox.write_direct();
+                    }
+                    true
+                }
                 (delivery, _) => delivery == Delivery::Queued,
             })
             .count();
+        self.flush.count(reached);
         METRICS.broadcast_deliveries.add(reached as u64);
         reached
     }
