@@ -9,7 +9,8 @@
 #                                            rate1000 idle static echo)
 #
 # Prints the machine, then a table of medians with the ratio Switchboard / libwebsockets, and the
-# server CPU time per delivered message or request. Every run's raw output is kept under
+# server CPU time per delivered message or request, then broadcast and echo over TLS (wss) against
+# plain ws. Every run's raw output is kept under
 # target/bench-compare/<time>/. See bench/README.md for what each figure means.
 set -euo pipefail
 
@@ -59,6 +60,7 @@ echo "client and servers share these cores; all traffic is loopback (127.0.0.1)"
 need_apt=()
 command -v libwebsockets-test-server >/dev/null || need_apt+=(libwebsockets-test-server)
 command -v wrk >/dev/null || need_apt+=(wrk)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing ${need_apt[*]}"
     if [ "$(id -u)" = 0 ]; then
@@ -134,6 +136,33 @@ start_switchboard() {
     wait_http "$SB_PORT"
 }
 
+# Switchboard over TLS (https/wss on its own port), with a certificate authority and a server
+# certificate made now; the load client verifies the server against that authority.
+TLS_DIR="$TMP/tls"
+mkdir -p "$TLS_DIR"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=switchboard-bench-CA -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >"$TLS_DIR/ext.cnf"
+openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 1 -extfile "$TLS_DIR/ext.cnf" -out "$TLS_DIR/cert.pem" 2>/dev/null
+
+start_switchboard_tls() {
+    SB_TLS_PORT=$($LOAD free-port)
+    "$SWITCHBOARD" --bind "127.0.0.1:$SB_TLS_PORT" --static-dir "$TMP/static" --log-level warn \
+        --tls-cert "$TLS_DIR/cert.pem" --tls-key "$TLS_DIR/key.pem" >>"$OUT/switchboard-tls.log" 2>&1 &
+    SB_TLS_PID=$!
+    PIDS+=("$SB_TLS_PID")
+    local i
+    for i in $(seq 100); do
+        curl -s -o /dev/null --max-time 1 --cacert "$TLS_DIR/ca.pem" "https://127.0.0.1:$SB_TLS_PORT/" && return 0
+        sleep 0.1
+    done
+    echo "compare.sh: nothing answers on https://127.0.0.1:$SB_TLS_PORT" >&2
+    return 1
+}
+
 start_lws() {
     LWS_PORT=$($LOAD free-port)
     (cd "$TMP" && exec libwebsockets-test-server --port="$LWS_PORT") >>"$OUT/libwebsockets.log" 2>&1 &
@@ -188,8 +217,8 @@ per_unit_us() { # ticks count -> microseconds of server CPU per unit
     awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.3f", t / hz * 1e6 / n }'
 }
 
-server_pid() { [ "$1" = switchboard ] && echo "$SB_PID" || echo "$LWS_PID"; }
-server_port() { [ "$1" = switchboard ] && echo "$SB_PORT" || echo "$LWS_PORT"; }
+server_pid() { case "$1" in switchboard) echo "$SB_PID" ;; switchboard-tls) echo "$SB_TLS_PID" ;; *) echo "$LWS_PID" ;; esac; }
+server_port() { case "$1" in switchboard) echo "$SB_PORT" ;; switchboard-tls) echo "$SB_TLS_PORT" ;; *) echo "$LWS_PORT" ;; esac; }
 
 # run_client LOAD SERVER REP -- client arguments: runs the load client, records its figures.
 run_client() {
@@ -343,6 +372,20 @@ wanted echo && for rep in $(seq "$REPS"); do
         sleep 1
     done
 done
+# The same broadcast and echo loads over TLS (wss), against a Switchboard started with
+# --tls-cert/--tls-key, to compare with the plain figures above.
+stop_pid "$LWS_PID"
+start_switchboard_tls
+for rep in $(seq "$REPS"); do
+    printf '  broadcast K=1000 over wss, switchboard rep %s\n' "$rep"
+    run_client bcast1000 switchboard-tls "$rep" -- broadcast --url "wss://127.0.0.1:$SB_TLS_PORT/" \
+        --ca-cert "$TLS_DIR/ca.pem" "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --max-lag 1000
+    sleep 1
+    printf '  echo W=16 over wss, switchboard rep %s\n' "$rep"
+    run_client echo16 switchboard-tls "$rep" -- echo --url "wss://127.0.0.1:$SB_TLS_PORT/" \
+        --ca-cert "$TLS_DIR/ca.pem" "${COMMON[@]}" -c 50 -w 16 --size 64 --protocol echo
+    sleep 1
+done
 
 # ---------------------------------------------------------------- table
 median() { # load server metric -> median over the repetitions, or -
@@ -385,6 +428,20 @@ L="echo C=50 W=1, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo1 "$m" "$L"; done
 L="echo C=50 W=16, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo16 "$m" "$L"; done
+echo
+echo "== TLS: Switchboard over wss vs plain ws (ratio = wss / ws)"
+printf '%-36s %-30s %14s %14s %8s\n' load figure wss ws ratio
+row_tls() { # load metric label
+    local a b ratio
+    a=$(median "$1" switchboard-tls "$2")
+    b=$(median "$1" switchboard "$2")
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')
+    printf '%-36s %-30s %14s %14s %8s\n' "$3" "$2" "$a" "$b" "$ratio"
+}
+L="broadcast K=1000, 64 B, max speed"
+for m in deliveries_per_s p50_ms p99_ms loss order_violations cpu_us client_cpu_s; do row_tls bcast1000 "$m" "$L"; done
+L="echo C=50 W=16, 64 B"
+for m in messages_per_s p50_ms p99_ms cpu_us; do row_tls echo16 "$m" "$L"; done
 echo
 echo "cpu_us: server CPU time (utime+stime from /proc/PID/stat, CLK_TCK=$CLK_TCK) over the whole run"
 echo "        divided by the messages the client received (subscribers + publishers' own copies),"

@@ -26,10 +26,19 @@ pub struct SessionConfig {
     pub write_coalesce: Duration,
 }
 
-/// The raw fd of an accepted TCP connection, recorded when it is accepted, so that a connection
-/// whose peer stopped reading can be ended even though its actor cannot run.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionFd(pub RawFd);
+/// The raw fd of an accepted connection, recorded when it is accepted, so that a connection
+/// whose peer stopped reading can be ended even though its actor cannot run. Its kind, set from
+/// the type of the accepted stream, decides what may be done with the fd (see the `socket`
+/// module): nothing reads a flag to tell a TLS connection from a plain one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFd {
+    /// Plain TCP: the fd carries the WebSocket bytes themselves, so frames may be written to it
+    /// directly and it may be half-closed.
+    Plain(RawFd),
+    /// TLS: the fd carries encrypted records that only the TLS layer may write. It may only be
+    /// shut down both ways, to end a peer so stuck that the connection's writer never runs.
+    Tls(RawFd),
+}
 
 /// Settings of the protocol plug-ins, given to each protocol when a connection opens.
 #[derive(Debug, Clone)]

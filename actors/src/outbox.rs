@@ -12,7 +12,6 @@
 use std::{
     cell::{Cell, RefCell},
     collections::VecDeque,
-    os::fd::RawFd,
     task::Waker,
     time::Instant,
 };
@@ -25,7 +24,7 @@ use crate::{
     message::Message,
     metrics::METRICS,
     socket::{self, Shutdown, Socket},
-    SlowConsumerPolicy,
+    ConnectionFd, SlowConsumerPolicy,
 };
 
 /// One frame to write. The payload is shared, never copied per recipient.
@@ -179,9 +178,10 @@ pub struct Outbox {
 
 impl Outbox {
     /// The queue of a connection being upgraded. `fd` is the connection's own socket, as
-    /// recorded when it was accepted ([`crate::ConnectionFd`]); it is used only while the
-    /// connection's writer lives (see [`crate::socket`]). `None`: never written directly.
-    pub fn new(max_backlog: usize, policy: SlowConsumerPolicy, fd: Option<RawFd>) -> Outbox {
+    /// recorded when it was accepted ([`ConnectionFd`]); it is used only while the connection's
+    /// writer lives, and written to only if it is plain TCP (see [`crate::socket`]). `None`:
+    /// never written directly.
+    pub fn new(max_backlog: usize, policy: SlowConsumerPolicy, fd: Option<ConnectionFd>) -> Outbox {
         let now = Instant::now();
         Outbox {
             frames: RefCell::new(VecDeque::new()),
@@ -313,7 +313,9 @@ impl Outbox {
     }
 
     /// Sends FIN on the socket (the server closes TCP first, RFC 6455 §7.1.1), keeping the read
-    /// side open so the peer's last bytes are read, not answered with RST.
+    /// side open so the peer's last bytes are read, not answered with RST. On TLS actix-http
+    /// does it (close_notify, then FIN) once the TLS layer has flushed the close frame, so this
+    /// must be called from the writer's poll that ends the response body.
     pub(crate) fn half_close_socket(&self) {
         self.socket.shutdown(Shutdown::Write);
     }
@@ -505,6 +507,7 @@ impl Outbox {
 mod tests {
     use super::*;
     use actix_http::ws::Parser;
+    use std::os::fd::RawFd;
 
     fn text(len: usize) -> Frame {
         Frame::data(OpCode::Text, true, Bytes::from(vec![b'x'; len]))
@@ -657,7 +660,11 @@ mod tests {
     #[test]
     fn direct_write_puts_queued_frames_on_the_wire_in_order() {
         let (ours, peer) = socket_pair();
-        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let outbox = Outbox::new(
+            1 << 20,
+            SlowConsumerPolicy::Close,
+            Some(ConnectionFd::Plain(ours)),
+        );
         outbox.set_direct(true);
         let frames: Vec<Frame> = (1..=3).map(text).collect();
         for frame in &frames {
@@ -673,7 +680,11 @@ mod tests {
     #[test]
     fn without_direct_mode_nothing_is_written_here() {
         let (ours, peer) = socket_pair();
-        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let outbox = Outbox::new(
+            1 << 20,
+            SlowConsumerPolicy::Close,
+            Some(ConnectionFd::Plain(ours)),
+        );
         outbox.send_deferred(text(10));
         outbox.write_direct();
         assert!(read_available(peer).is_empty());
@@ -682,9 +693,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_connection_is_never_written_directly() {
+        let (ours, peer) = socket_pair();
+        let outbox = Outbox::new(
+            1 << 20,
+            SlowConsumerPolicy::Close,
+            Some(ConnectionFd::Tls(ours)),
+        );
+        outbox.set_direct(true);
+        outbox.send_deferred(text(10));
+        outbox.write_direct();
+        assert!(
+            read_available(peer).is_empty(),
+            "raw bytes past the TLS layer"
+        );
+        assert_eq!(drain(&outbox), encoded(&[text(10)]), "left to the writer");
+        close_fds(&[ours, peer]);
+    }
+
+    #[test]
     fn close_frames_are_left_to_the_writer() {
         let (ours, peer) = socket_pair();
-        let outbox = Outbox::new(1 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let outbox = Outbox::new(
+            1 << 20,
+            SlowConsumerPolicy::Close,
+            Some(ConnectionFd::Plain(ours)),
+        );
         outbox.set_direct(true);
         let data = text(5);
         outbox.send_deferred(data.clone());
@@ -700,7 +734,11 @@ mod tests {
     #[test]
     fn what_a_full_socket_does_not_take_goes_out_first_and_as_it_is() {
         let (ours, peer) = socket_pair();
-        let outbox = Outbox::new(64 << 20, SlowConsumerPolicy::Close, Some(ours));
+        let outbox = Outbox::new(
+            64 << 20,
+            SlowConsumerPolicy::Close,
+            Some(ConnectionFd::Plain(ours)),
+        );
         let frames: Vec<Frame> = (0..40)
             .map(|n| {
                 if n % 2 == 0 {

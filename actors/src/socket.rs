@@ -9,19 +9,27 @@
 //! is only made while actix-http holds none of the connection's bytes (the writer checks that
 //! during its poll, and records it in the outbox for the shard's broadcast flush). Whatever the
 //! socket does not take goes back to the writer, which hands it to actix-http (which then waits
-//! for the socket to become writable, and reports errors). Plain TCP only: the fd is the socket
-//! itself.
+//! for the socket to become writable, and reports errors).
+//!
+//! What the handle may do depends on the kind of connection, recorded by type when it was
+//! accepted ([`ConnectionFd`]): on plain TCP the fd is the byte stream itself, so it is written
+//! to and half-closed here. On TLS the fd carries encrypted records, so nothing is ever written
+//! to it: sends take nothing (everything goes through actix-http and the TLS layer), the
+//! half-close after the close handshake is left to actix-http (which sends the TLS close_notify
+//! and then FIN, after the TLS layer has flushed the close frame), and the only raw call is
+//! shutdown(2) both ways, for a peer so stuck that the writer never runs (it ends TCP without
+//! writing a byte).
 
 use std::{cell::Cell, cell::RefCell, os::fd::RawFd};
 
 use bytes::BytesMut;
 
-use crate::outbox::CHUNK;
+use crate::{outbox::CHUNK, ConnectionFd};
 
 /// The handle; see the module documentation.
 #[derive(Debug)]
 pub struct Socket {
-    fd: Option<RawFd>,
+    fd: Option<ConnectionFd>,
     live: Cell<bool>,
 }
 
@@ -37,7 +45,7 @@ pub enum Shutdown {
 impl Socket {
     /// The socket of a connection whose writer is about to start. `fd` must be the connection's
     /// own socket, recorded when it was accepted (`None`: not known, nothing is written here).
-    pub fn new(fd: Option<RawFd>) -> Socket {
+    pub fn new(fd: Option<ConnectionFd>) -> Socket {
         Socket {
             fd,
             live: Cell::new(true),
@@ -49,9 +57,17 @@ impl Socket {
         self.live.get()
     }
 
-    /// Whether [`Socket::send`] can write at all (a known socket whose writer lives).
+    /// Whether [`Socket::send`] can write at all (a known plain-TCP socket whose writer lives).
     pub fn is_writable(&self) -> bool {
-        self.live.get() && self.fd.is_some()
+        self.plain_fd().is_some()
+    }
+
+    /// The fd, if this is a live plain-TCP socket: the only kind written to directly.
+    fn plain_fd(&self) -> Option<RawFd> {
+        match self.fd {
+            Some(ConnectionFd::Plain(fd)) if self.live.get() => Some(fd),
+            _ => None,
+        }
     }
 
     /// The writer is gone: from now on the fd may belong to someone else.
@@ -60,10 +76,10 @@ impl Socket {
     }
 
     /// Sends what the socket takes without blocking; returns how many bytes it took (0 when it
-    /// would block, failed, or the handle is retired: the caller leaves the rest, and any
-    /// error, to actix-http).
+    /// would block, failed, the handle is retired, or the connection is TLS: the caller leaves
+    /// the rest, and any error, to actix-http).
     pub fn send(&self, bytes: &[u8]) -> usize {
-        let Some(fd) = self.fd.filter(|_| self.live.get()) else {
+        let Some(fd) = self.plain_fd() else {
             return 0;
         };
         // SAFETY: while the handle is live, `fd` is this connection's open socket (see the
@@ -79,14 +95,24 @@ impl Socket {
         usize::try_from(sent).unwrap_or(0)
     }
 
-    /// shutdown(2) on the socket, if the handle is live.
+    /// Ends the socket, if the handle is live: shutdown(2) on a plain socket. On TLS only
+    /// [`Shutdown::Both`] touches the fd (it writes nothing, and the peer gets no more bytes
+    /// of any kind); [`Shutdown::Write`] asks actix-http to end the write side once it has
+    /// flushed the last bytes through the TLS layer (this must be called from the writer's poll
+    /// that ends the response body).
     pub fn shutdown(&self, how: Shutdown) {
-        let Some(fd) = self.fd.filter(|_| self.live.get()) else {
+        if !self.live.get() {
             return;
-        };
-        let how = match how {
-            Shutdown::Write => libc::SHUT_WR,
-            Shutdown::Both => libc::SHUT_RDWR,
+        }
+        let (fd, how) = match (self.fd, how) {
+            (None, _) => return,
+            (Some(ConnectionFd::Plain(fd)), Shutdown::Write) => (fd, libc::SHUT_WR),
+            (Some(ConnectionFd::Tls(_)), Shutdown::Write) => {
+                return actix_http::h1::shut_down_write_when_flushed();
+            }
+            (Some(ConnectionFd::Plain(fd) | ConnectionFd::Tls(fd)), Shutdown::Both) => {
+                (fd, libc::SHUT_RDWR)
+            }
         };
         // SAFETY: while the handle is live, `fd` is this connection's open socket.
         unsafe {
@@ -124,7 +150,7 @@ mod tests {
         // SAFETY: socketpair(2) fills the two-element array.
         let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
         assert_eq!(rc, 0, "socketpair");
-        let socket = Socket::new(Some(fds[0]));
+        let socket = Socket::new(Some(ConnectionFd::Plain(fds[0])));
         assert!(socket.is_writable());
         assert_eq!(socket.send(b"hello"), 5);
         socket.retire();
@@ -160,5 +186,43 @@ mod tests {
             unsafe { libc::close(fd) };
         }
         assert_eq!(Socket::new(None).send(b"x"), 0);
+    }
+
+    /// Bytes readable at `fd` now: `Some(empty)` at the end of the stream, `None` if nothing
+    /// has arrived.
+    fn readable(fd: RawFd) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into `buf`, within its length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        usize::try_from(n).ok().map(|n| buf[..n].to_vec())
+    }
+
+    #[test]
+    fn a_tls_handle_never_writes_and_can_only_end_the_connection() {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair(2) fills the two-element array.
+        let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+        assert_eq!(rc, 0, "socketpair");
+        let socket = Socket::new(Some(ConnectionFd::Tls(fds[0])));
+        assert!(socket.is_live());
+        assert!(
+            !socket.is_writable(),
+            "a TLS socket is never written directly"
+        );
+        assert_eq!(socket.send(b"plaintext"), 0);
+        // The half-close is actix-http's job on TLS: the fd itself is left as it is.
+        socket.shutdown(Shutdown::Write);
+        assert_eq!(
+            readable(fds[1]),
+            None,
+            "no bytes and no FIN from the raw fd"
+        );
+        // A stuck peer is still ended: both ways, without a byte written.
+        socket.shutdown(Shutdown::Both);
+        assert_eq!(readable(fds[1]), Some(Vec::new()), "the end of the stream");
+        for fd in fds {
+            // SAFETY: closes fds this test opened.
+            unsafe { libc::close(fd) };
+        }
     }
 }

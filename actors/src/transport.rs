@@ -142,7 +142,8 @@ impl OutboundBody {
     /// close frame) have left actix-http's write buffer, however long a full socket takes, this
     /// half-closes the socket: the peer sees FIN right after them, and actix-http's linger ends
     /// at the peer's own FIN, without RST. Half-closing earlier would lose what is still
-    /// buffered. (A socket that never drains is ended by the session's close timeout.)
+    /// buffered. (A socket that never drains is ended by the session's close timeout.) On TLS
+    /// the half-close is actix-http's, after the TLS layer has flushed (see [`crate::socket`]).
     fn end(&mut self) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.outbox.set_direct(false);
         if self.ending == Ending::No {

@@ -12,23 +12,27 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{client_async_with_config, WebSocketStream};
+use tokio_tungstenite::{client_async_tls_with_config, Connector, MaybeTlsStream, WebSocketStream};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket URL whose host is a literal address in 127.0.0.0/8 (or `localhost`).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
+    /// `wss://`: TLS, verified against `--ca-cert`.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `ws://HOST[:PORT][/PATH][?QUERY]`, refusing anything that is not loopback.
+    /// Parses `ws[s]://HOST[:PORT][/PATH][?QUERY]`, refusing anything that is not loopback.
     pub fn parse(url: &str) -> Result<Target> {
-        let rest = url
-            .strip_prefix("ws://")
-            .with_context(|| format!("{url}: only ws:// URLs are supported"))?;
+        let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => bail!("{url}: only ws:// and wss:// URLs are supported"),
+        };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if authority.contains('@') {
             bail!("{url}: user information in the URL is not supported");
@@ -39,7 +43,7 @@ impl Target {
                 port.parse::<u16>()
                     .with_context(|| format!("{url}: bad port {port:?}"))?,
             ),
-            None => (authority, 80),
+            None => (authority, if tls { 443 } else { 80 }),
         };
         let ip: Ipv4Addr = if host.eq_ignore_ascii_case("localhost") {
             Ipv4Addr::LOCALHOST
@@ -64,6 +68,7 @@ impl Target {
         Ok(Target {
             url,
             addr: SocketAddr::V4(SocketAddrV4::new(ip, port)),
+            tls,
         })
     }
 
@@ -73,6 +78,7 @@ impl Target {
         Target {
             url: format!("{}{sep}{name}={value}", self.url),
             addr: self.addr,
+            tls: self.tls,
         }
     }
 }
@@ -114,9 +120,15 @@ pub async fn connect(
                 .headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
         }
-        let (ws, _response) = client_async_with_config(request, stream, Some(config))
-            .await
-            .context("WebSocket handshake")?;
+        let connector = if target.tls {
+            crate::tls::connector()?
+        } else {
+            Connector::Plain
+        };
+        let (ws, _response) =
+            client_async_tls_with_config(request, stream, Some(config), Some(connector))
+                .await
+                .context("WebSocket handshake")?;
         anyhow::Ok(ws)
     };
     match tokio::time::timeout(timeout, attempt).await {
@@ -357,7 +369,10 @@ mod tests {
         );
         assert!(Target::parse("ws://10.0.0.1:7681/").is_err());
         assert!(Target::parse("ws://example.com/").is_err());
-        assert!(Target::parse("wss://127.0.0.1/").is_err());
+        let secure = Target::parse("wss://127.0.0.1").unwrap();
+        assert!(secure.tls && secure.addr.port() == 443 && secure.url == "wss://127.0.0.1/");
+        assert!(Target::parse("wss://10.0.0.1/").is_err());
+        assert!(Target::parse("http://127.0.0.1/").is_err());
         assert!(Target::parse("ws://[::1]:80/").is_err());
     }
 

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::MaybeTlsStream;
 
 use crate::common::Ws;
 
@@ -35,7 +36,8 @@ pub struct RawFrame {
 
 /// Reads a connection's frames from its socket (after the handshake).
 pub struct FrameReader {
-    stream: TcpStream,
+    /// Plain TCP, or TLS for a wss target (the frames are read after decryption).
+    stream: MaybeTlsStream<TcpStream>,
     buffer: BytesMut,
     max_frame: usize,
 }

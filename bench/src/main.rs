@@ -7,6 +7,7 @@ mod connect;
 mod echo;
 mod frames;
 mod soak;
+mod tls;
 
 use std::time::Duration;
 
@@ -62,9 +63,12 @@ enum Mode {
 /// Options every load mode has.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// Server URL (ws://127.x.y.z:PORT/...; loopback only)
+    /// Server URL (ws:// or wss://127.x.y.z:PORT/...; loopback only)
     #[arg(long, default_value = "ws://127.0.0.1:7681/")]
     pub url: String,
+    /// PEM certificate of the authority that signed the server's certificate (for wss://)
+    #[arg(long)]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Seconds measured (echo, broadcast)
     #[arg(short = 'd', long, default_value_t = 10.0)]
     pub duration: f64,
@@ -126,6 +130,7 @@ fn main() {
 }
 
 fn run(mode: &Mode, common: &Common, bound: Duration) -> Result<()> {
+    tls::init(common.ca_cert.as_deref())?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = common.threads {
         builder.worker_threads(n.max(1));

@@ -146,6 +146,9 @@ impl Ctx {
 
 pub async fn run(common: &Common, args: &SoakArgs) -> Result<()> {
     let target = Target::parse(&common.url)?;
+    if target.tls {
+        bail!("the soak speaks plain HTTP too, so it takes a ws:// URL only");
+    }
     if args.mirror_rate <= 0.0 || args.http_rate <= 0.0 || args.churn_rate <= 0.0 {
         bail!("rates must be positive");
     }
@@ -347,6 +350,8 @@ async fn slow_connect(ctx: &Ctx) -> Result<Ws> {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("lws-mirror-protocol"),
         );
+        // The soak runs over plain ws only (its HTTP clients speak plain HTTP).
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
         let (ws, _) = client_async_with_config(request, stream, Some(common::ws_config(4096)))
             .await
             .context("WebSocket handshake")?;

@@ -224,6 +224,15 @@ pub struct Config {
     /// PEM public key of connection tokens: RSA (RS256) or EC P-256 (ES256).
     #[arg(long, env = "SWITCHBOARD_AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<PathBuf>,
+
+    /// PEM certificate chain (leaf first): with --tls-key, the listener speaks TLS (https and
+    /// wss on the same port). SIGHUP reloads both files.
+    #[arg(long, env = "SWITCHBOARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SWITCHBOARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 fn parse_origins(text: &str) -> Result<OriginPolicy, String> {

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod probe;
 pub mod server;
 mod state;
+mod tls;
 pub mod token_command;
 mod units;
 mod ws;

@@ -221,6 +221,13 @@ impl ShutdownSignals {
     }
 }
 
+/// SIGHUP, caught from the moment this returns (see `tls::reload_on_hangup` for what it does);
+/// installed with the shutdown signals, so it never ends the process.
+pub fn hangups() -> io::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use crate::{
     http::{self, EndpointPaths},
     lifecycle::{self, LifecycleError, PidFile},
     state::ServerState,
+    tls::{self, CertResolver, TlsError, TlsFiles},
     ws,
 };
 
@@ -51,6 +52,8 @@ pub enum StartError {
     Broker(#[from] BrokerError),
     #[error("connection tokens: {0}")]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("server stopped with an error: {0}")]
     Run(io::Error),
 }
@@ -78,6 +81,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         tokens: tokens.clone(),
     };
     let handshake = ws::Handshake::new(&config, session_config.clone(), access)?;
+    let tls_files = TlsFiles::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let cert_resolver = tls_files.map(CertResolver::load).transpose()?.map(Arc::new);
     // Bind and lock before going to the background, so these mistakes reach the terminal.
     let listener = bind(config.bind)?;
     let metrics_listener = config.metrics_bind.map(bind).transpose()?;
@@ -124,12 +129,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let result = actix_web::rt::System::new().block_on(async move {
         // Signals first: once the pid file and the "listening" line are out, SIGTERM must work.
         let mut signals = lifecycle::ShutdownSignals::install().map_err(StartError::Run)?;
+        let hangups = lifecycle::hangups().map_err(StartError::Run)?;
+        actix_web::rt::spawn(tls::reload_on_hangup(hangups, cert_resolver.clone()));
         if let Some(pid_file) = pid_file_to_write {
             pid_file.write_pid()?;
         }
+        let scheme = if cert_resolver.is_some() {
+            "https/wss"
+        } else {
+            "http/ws"
+        };
         log::info!(
-            "switchboard listening on {bound} ({workers} workers, file-descriptor limit {fd_limit}, \
-             at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
+            "switchboard listening on {bound} ({scheme}, {workers} workers, file-descriptor limit \
+             {fd_limit}, at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
         );
         match &config.broker {
             Some(url) => log::info!("node id {node_id}, cluster broker {url}"),
@@ -177,8 +189,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .keep_alive(keep_alive(config.keep_alive))
         .shutdown_timeout(config.shutdown_timeout.as_secs().max(1))
         .disable_signals()
-        .on_connect(record_connection)
-        .listen(listener)
+        .on_connect(record_connection);
+        let server = match cert_resolver {
+            Some(resolver) => server.listen_rustls_0_23(listener, tls::server_config(resolver)),
+            None => server.listen(listener),
+        }
         .map_err(StartError::Run)?
         .run();
 
@@ -307,12 +322,20 @@ fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Per-connection set-up: Nagle off (small broadcast messages must not wait for ACKs) and the
-/// socket's fd recorded, so a connection whose peer stopped reading can still be ended.
+/// socket's fd recorded, so a connection whose peer stopped reading can still be ended. The
+/// stream's type says whether it is TLS, and so what the session may do with the fd.
 fn record_connection(connection: &dyn std::any::Any, extensions: &mut Extensions) {
-    if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
+    let fd = if let Some(tcp) = connection.downcast_ref::<TcpStream>() {
         let _ = tcp.set_nodelay(true);
-        extensions.insert(ConnectionFd(tcp.as_raw_fd()));
-    }
+        ConnectionFd::Plain(tcp.as_raw_fd())
+    } else if let Some(tls) = connection.downcast_ref::<tls::TlsStream>() {
+        let tcp = tls.get_ref().0;
+        let _ = tcp.set_nodelay(true);
+        ConnectionFd::Tls(tcp.as_raw_fd())
+    } else {
+        return;
+    };
+    extensions.insert(fd);
 }
 
 fn session_config(config: &Config) -> SessionConfig {

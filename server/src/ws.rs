@@ -188,7 +188,7 @@ async fn upgrade(
         identity,
     };
     let config = &handshake.session;
-    let fd = req.conn_data::<ConnectionFd>().map(|fd| fd.0);
+    let fd = req.conn_data::<ConnectionFd>().copied();
     let outbox = Rc::new(Outbox::new(config.max_backlog, config.slow_consumer, fd));
     let protocol = (spec.open)(&info, &handshake.settings);
     let session = Session::new(

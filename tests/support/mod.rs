@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod raw_http;
 pub mod raw_ws;
 pub mod redis;
+pub mod tls;
 pub mod tokens;
 pub mod ws_client;
 

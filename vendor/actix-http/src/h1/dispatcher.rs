@@ -50,6 +50,16 @@ const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 thread_local! {
     static WRITE_BUFFER_EMPTY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static POLL_WHEN_FLUSHED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static SHUT_DOWN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Switchboard: called by a response body from `poll_next` before it returns `Ready(None)`: once
+/// the dispatcher has flushed the body's last bytes through the I/O stream, it shuts the stream's
+/// write side down (`poll_shutdown`: on TLS a close_notify, then FIN), and reads on as before. A
+/// WebSocket over TLS closes TCP first this way (RFC 6455 §7.1.1) without losing its close frame
+/// in the TLS layer's buffer, which a shutdown(2) of the socket underneath would.
+pub fn shut_down_write_when_flushed() {
+    SHUT_DOWN_WRITE.with(|flag| flag.set(true));
 }
 
 /// Switchboard: called by a response body from `poll_next` before it returns `Pending`: the
@@ -72,12 +82,18 @@ impl WriteBufferState {
     fn enter(empty: bool) -> WriteBufferState {
         WRITE_BUFFER_EMPTY.with(|flag| flag.set(empty));
         POLL_WHEN_FLUSHED.with(|flag| flag.set(false));
+        SHUT_DOWN_WRITE.with(|flag| flag.set(false));
         WriteBufferState
     }
 
     /// Whether the body asked to be polled again once the buffer is flushed.
     fn poll_when_flushed() -> bool {
         POLL_WHEN_FLUSHED.with(|flag| flag.replace(false))
+    }
+
+    /// Whether the body that just ended asked for the write side to be shut down.
+    fn shut_down_write() -> bool {
+        SHUT_DOWN_WRITE.with(|flag| flag.replace(false))
     }
 }
 
@@ -236,6 +252,9 @@ pin_project! {
         // True if backing allocation of `write_buf` needs to be released.
         write_buf_needs_reset: bool,
 
+        // Switchboard: shut the write side down once flushed (see `shut_down_write_when_flushed`).
+        shut_down_write: bool,
+
         codec: Codec,
     }
 }
@@ -352,6 +371,7 @@ where
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
+                    shut_down_write: false,
                     codec: Codec::new(config),
                 },
             },
@@ -408,6 +428,7 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            shut_down_write,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
@@ -448,7 +469,14 @@ where
         *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
-        io.poll_flush(cx)
+        ready!(io.as_mut().poll_flush(cx))?;
+
+        // Switchboard: the body's last bytes are through the stream; end its write side.
+        if *shut_down_write {
+            ready!(io.as_mut().poll_shutdown(cx))?;
+            *shut_down_write = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn enter_linger(flags: &mut Flags) {
@@ -753,6 +781,10 @@ where
 
                             Poll::Ready(None) => {
                                 this.codec.encode(Message::Chunk(None), this.write_buf)?;
+                                // Switchboard: see `shut_down_write_when_flushed`.
+                                if WriteBufferState::shut_down_write() {
+                                    *this.shut_down_write = true;
+                                }
 
                                 // if we have not yet pipelined to the next request, then
                                 // this.payload was the payload for the request we just finished

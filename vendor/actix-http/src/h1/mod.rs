@@ -16,7 +16,9 @@ mod upgrade;
 mod utils;
 
 // Switchboard: lets a response body know whether the dispatcher holds unwritten bytes.
-pub use self::dispatcher::{poll_again_when_flushed, write_buffer_is_empty};
+pub use self::dispatcher::{
+    poll_again_when_flushed, shut_down_write_when_flushed, write_buffer_is_empty,
+};
 pub use self::{
     client::{ClientCodec, ClientPayloadCodec},
     codec::Codec,
