@@ -9,14 +9,7 @@ use std::{
 };
 
 use actix_web::{dev::Extensions, http::KeepAlive, rt::net::TcpStream, web, App, HttpServer};
-use switchboard_actors::{
-    metrics::METRICS,
-    registry::{
-        self,
-        broker::{broker, node_id},
-    },
-    ConnectionFd,
-};
+use switchboard_actors::{metrics::METRICS, registry::broker::node_id, ConnectionFd};
 
 use crate::{
     config::Config,
@@ -24,10 +17,6 @@ use crate::{
     hub::{Hub, HubBuilder, HubError},
     lifecycle::{self, LifecycleError, PidFile},
 };
-
-/// Connections closed per worker per [`DRAIN_PERIOD`] during a graceful shutdown.
-const DRAIN_BATCH: usize = 500;
-const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +75,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // After the fork of --daemon: the broker's thread would not survive it.
     let hub = hub.build()?;
     let state = hub.inner.state.clone();
+    let hub_handle = hub.handle();
     let bound = listener.local_addr().map_err(StartError::Run)?;
     let pid_file_to_write = pid_file.as_mut();
 
@@ -183,22 +173,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 log::warn!("second signal: exiting now");
                 std::process::exit(1);
             });
-            registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
-            // Until the last session has ended (woken by its end, not polled), or the deadline.
-            if tokio::time::timeout_at(deadline, METRICS.sessions_open.none_open())
-                .await
-                .is_err()
-            {
+            // Until the last session has ended, or the deadline; then the rest of the cluster
+            // sees this node's members leave now, not at --presence-ttl.
+            if !hub_handle.close_all(deadline.into_std()).await {
                 log::warn!(
                     "shutdown timeout: {} WebSocket connections still open; ending them",
                     METRICS.sessions_open.get()
                 );
             }
-            // The rest of the cluster sees this node's members leave now, not at --presence-ttl.
-            let _ = actix_web::rt::task::spawn_blocking(|| {
-                broker().retire(Duration::from_secs(2));
-            })
-            .await;
             // Then stop: in-flight HTTP requests may finish, within the same deadline. Past it,
             // the server future below is dropped, which forces the workers to stop: a
             // `stop(false)` sent now would only run after the graceful stop, which waits up to

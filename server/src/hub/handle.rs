@@ -1,6 +1,11 @@
 //! The application's side of a running hub: publish to a room, close a connection, read counts.
 
-use std::{future::Future, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytestring::ByteString;
 use switchboard_actors::{
@@ -8,12 +13,16 @@ use switchboard_actors::{
     outbox::Frame,
     protocol::{ProtocolSpec, Scope},
     protocols,
-    registry::{self, GroupKey},
+    registry::{self, broker::broker, GroupKey},
     Message, SessionId,
 };
 
 use super::HandleError;
 use crate::state::ServerState;
+
+/// Connections closed per worker per [`DRAIN_PERIOD`] by [`HubHandle::close_all`].
+const DRAIN_BATCH: usize = 500;
+const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
 /// A handle to the hub for the application's own code (an HTTP handler, a background task).
 ///
@@ -83,6 +92,32 @@ impl HubHandle {
     /// The cap on WebSocket connections ([`HubBuilder::max_connections`](super::HubBuilder::max_connections)).
     pub fn max_connections(&self) -> usize {
         self.state.slots.max()
+    }
+
+    /// Closes every WebSocket connection with 1001 "going away", for a graceful shutdown: the
+    /// readiness endpoint answers 503 from now on, a handshake completed afterwards is closed
+    /// at once, and the connections are closed in batches (500 per worker every 20 ms) so
+    /// that many clients do not reconnect at the same instant. Resolves when the last one has
+    /// ended, or at `deadline`, to whether none is left; then, in a cluster, the node leaves
+    /// the broker, so the other nodes see its members go now rather than at the presence TTL.
+    ///
+    /// Call it before stopping the application's `HttpServer` (whose graceful stop waits for
+    /// open WebSockets, as for any request in progress).
+    pub fn close_all(&self, deadline: Instant) -> impl Future<Output = bool> + 'static {
+        self.state.start_draining();
+        registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
+        async move {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            // Woken by the last session's end, not polled.
+            let none_left = tokio::time::timeout_at(deadline, METRICS.sessions_open.none_open())
+                .await
+                .is_ok();
+            let _ = actix_web::rt::task::spawn_blocking(|| {
+                broker().retire(Duration::from_secs(2));
+            })
+            .await;
+            none_left
+        }
     }
 
     /// Whether a graceful shutdown has begun (the readiness endpoint then answers 503).
