@@ -101,7 +101,8 @@ impl Default for OpenSessions {
     }
 }
 
-/// Most protocols the per-protocol gauges can track (checked by a test of `protocols::ALL`).
+/// Most protocols the per-protocol gauges can track (checked by a test of `protocols::BUILTIN`, and
+/// by the builder of an application's table).
 pub const MAX_PROTOCOLS: usize = 32;
 
 /// Close codes the server sends, counted by code.
@@ -110,7 +111,7 @@ const TRACKED_CLOSE_CODES: [u16; 7] = [1000, 1001, 1002, 1007, 1008, 1009, 1011]
 #[derive(Debug)]
 pub struct Metrics {
     pub sessions_open: OpenSessions,
-    /// Open sessions by protocol, indexed by the protocol's position in `protocols::ALL`.
+    /// Open sessions by protocol, indexed by the protocol's position in `protocols::installed()`.
     pub sessions_by_protocol: [Gauge; MAX_PROTOCOLS],
     pub sessions_opened: Counter,
     /// Upgrades refused because `--max-connections` sessions were open.

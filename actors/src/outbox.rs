@@ -129,6 +129,7 @@ pub fn header_len(len: usize) -> usize {
 /// What became of a frame handed to [`Outbox::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// Queued for the peer's socket.
     Queued,
     /// Skipped: the peer is over its backlog and the policy is `drop`.
     Dropped,

@@ -2,8 +2,9 @@
 //!
 //! A protocol is chosen by `Sec-WebSocket-Protocol` and sees whole messages. It reacts through a
 //! [`ProtocolCx`]: send to its own peer, close, join and leave rooms, broadcast to a room. It never
-//! touches sockets, threads or the registry's internals. Adding one means a file in
-//! `protocols/` and one line in [`crate::protocols::ALL`].
+//! touches sockets, threads or the registry's internals. A built-in protocol is a file in
+//! `protocols/` and one line in [`crate::protocols::BUILTIN`]; an application's own protocol is
+//! an [`Opener::Custom`] in the table it installs ([`crate::protocols::install`]).
 
 use std::{
     any::Any, future::Future, net::SocketAddr, pin::Pin, rc::Rc, sync::Arc, time::Duration,
@@ -34,6 +35,7 @@ pub trait Protocol: 'static {
     fn tick_interval(&self) -> Option<Duration> {
         None
     }
+    /// Runs every [`Protocol::tick_interval`] while the connection is open.
     fn on_tick(&mut self, _cx: &mut ProtocolCx<'_>) {}
     /// An event sent to this connection through its [`Mailbox`] (e.g. the answer of an actor
     /// that owns shared state).
@@ -68,8 +70,10 @@ impl Mailbox {
 
 /// A registered protocol: its name on the wire and how to start it for a new connection.
 pub struct ProtocolSpec {
+    /// The name a client offers in `Sec-WebSocket-Protocol`.
     pub name: &'static str,
-    pub open: fn(&ConnectionInfo, &ProtocolSettings) -> Box<dyn Protocol>,
+    /// Makes the protocol's state for a new connection ([`ProtocolSpec::start`]).
+    pub open: Opener,
     /// How a message published from outside (the HTTP publish API) reaches a room of this
     /// protocol, for protocols that own their rooms' state (chat stamps ids and keeps history).
     /// `None`: it is broadcast to the room's members as it is.
@@ -80,6 +84,29 @@ pub struct ProtocolSpec {
     /// (`lws-mirror-protocol`: `?mirror=NAME`), so that the handshake can check that the
     /// connection's token allows that room. `None`: rooms are chosen later (or not at all).
     pub room_param: Option<&'static str>,
+}
+
+/// How a protocol's per-connection state is made.
+#[derive(Clone)]
+pub enum Opener {
+    /// A built-in protocol: a plain function, with the built-ins' settings.
+    Builtin(fn(&ConnectionInfo, &ProtocolSettings) -> Box<dyn Protocol>),
+    /// An application's protocol: a factory that may hold the application's own state (shared
+    /// by every connection of the protocol, on every worker, hence `Send + Sync`).
+    Custom(CustomOpener),
+}
+
+/// The factory of an application's protocol ([`Opener::Custom`]).
+pub type CustomOpener = Arc<dyn Fn(&ConnectionInfo) -> Box<dyn Protocol> + Send + Sync>;
+
+impl ProtocolSpec {
+    /// The protocol's state for a connection that has just been accepted.
+    pub fn start(&self, info: &ConnectionInfo, settings: &ProtocolSettings) -> Box<dyn Protocol> {
+        match &self.open {
+            Opener::Builtin(open) => open(info, settings),
+            Opener::Custom(open) => open(info),
+        }
+    }
 }
 
 /// Where a protocol's rooms live when several nodes form a cluster (`--broker`).
@@ -98,13 +125,19 @@ pub type PublishHook = fn(room: &str, text: ByteString) -> Pin<Box<dyn Future<Ou
 /// What is known about a connection from its handshake.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
+    /// The connection's id, unique in the process (used to close it from outside).
     pub id: SessionId,
+    /// The protocol the connection speaks.
     pub protocol: &'static str,
+    /// The peer's address, when the transport knows it.
     pub peer: Option<SocketAddr>,
+    /// The handshake request's path.
     pub path: Box<str>,
+    /// The handshake request's query string, without the `?` (see [`ConnectionInfo::query_param`]).
     pub query: Box<str>,
-    /// Shared with the status board rather than copied.
+    /// The client's `User-Agent`, empty when it sent none. Shared with the status board rather than copied.
     pub user_agent: Arc<str>,
+    /// When the handshake was accepted.
     pub connected_at: SystemTime,
     /// Who the connection is, from its token (`None`: tokens are off).
     pub identity: Option<Arc<Identity>>,
@@ -154,6 +187,7 @@ pub struct ProtocolCx<'a> {
 }
 
 impl ProtocolCx<'_> {
+    /// What is known about this connection from its handshake.
     pub fn info(&self) -> &ConnectionInfo {
         &self.link.info
     }
@@ -188,10 +222,12 @@ impl ProtocolCx<'_> {
         self.link.outbox.send(Frame::message(message))
     }
 
+    /// Sends a text message to this connection's peer.
     pub fn send_text(&mut self, text: impl Into<ByteString>) -> Delivery {
         self.send(&Message::Text(text.into()))
     }
 
+    /// Sends a binary message to this connection's peer.
     pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Delivery {
         self.send(&Message::Binary(data.into()))
     }
@@ -239,6 +275,7 @@ impl ProtocolCx<'_> {
         }
     }
 
+    /// Leaves a room of this protocol (nothing happens if the connection is not a member).
     pub fn leave(&mut self, room: &str) {
         let key = self.link.group(room);
         if let Some(position) = self.link.rooms.iter().position(|joined| *joined == key) {
@@ -247,6 +284,7 @@ impl ProtocolCx<'_> {
         }
     }
 
+    /// The rooms this connection is a member of.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
         self.link.rooms.iter().map(|key| key.room())
     }

@@ -51,7 +51,7 @@ impl Session {
     ) -> Session {
         let protocol_index = crate::protocols::position(info.protocol);
         let cluster = protocol_index
-            .is_some_and(|index| crate::protocols::ALL[index].scope == Scope::Cluster);
+            .is_some_and(|index| crate::protocols::installed()[index].scope == Scope::Cluster);
         let identity = info.identity.clone();
         Session {
             _slot: slot,

@@ -1,7 +1,7 @@
 //! The one `Config`: every flag, each also read from a `SWITCHBOARD_<NAME>` env var.
 //!
 //! It is built once at start-up and shared read-only. Sizes and durations go through
-//! [`crate::units`] so that every flag accepts both plain numbers and units.
+//! `crate::units` so that every flag accepts both plain numbers and units.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -88,7 +88,7 @@ pub fn apply(command: Command, path: &Path) -> Result<Command, ConfigFileError> 
     apply_text(command, &text, shown)
 }
 
-/// [`apply`] without the file read: `text` is the file's content, `shown` its name for errors.
+/// `apply` without the file read: `text` is the file's content, `shown` its name for errors.
 /// Separate so that the fuzz target can check any text without a file system.
 pub fn apply_text(command: Command, text: &str, shown: String) -> Result<Command, ConfigFileError> {
     let json: Value = serde_json::from_str(text).map_err(|source| ConfigFileError::Json {

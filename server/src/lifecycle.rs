@@ -39,6 +39,19 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// The soft `RLIMIT_NOFILE` in force (0 when it cannot be read).
+pub fn fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    limit.rlim_cur
+}
+
 /// Connections the process can hold without running out of file descriptors.
 pub fn connections_for_fd_limit(fd_limit: u64) -> u64 {
     fd_limit.saturating_sub(FD_RESERVE).max(2)

@@ -10,48 +10,25 @@ use std::{
 };
 
 use actix_web::{dev::Extensions, http::KeepAlive, rt::net::TcpStream, web, App, HttpServer};
-use switchboard_actors::{
-    access::{token::KeyError, TokenVerifier},
-    metrics::METRICS,
-    registry::{
-        self,
-        broker::{self, broker, BrokerError, RedisBroker, RedisSettings},
-    },
-    slots::SessionSlots,
-    ConnectionFd, SessionConfig,
-};
+use switchboard_actors::{metrics::METRICS, registry::broker::node_id, ConnectionFd};
 
 use crate::{
-    access::Access,
     config::Config,
-    http::{self, EndpointPaths},
+    http::{self, Endpoints},
+    hub::{Hub, HubBuilder, HubError},
     lifecycle::{self, LifecycleError, PidFile},
-    state::ServerState,
     tls::{self, CertResolver, TlsError, TlsFiles},
-    ws,
 };
-
-/// Connections closed per worker per [`DRAIN_PERIOD`] during a graceful shutdown.
-const DRAIN_BATCH: usize = 500;
-const DRAIN_PERIOD: Duration = Duration::from_millis(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("static directory {path}: {source}")]
-    StaticDir { path: String, source: io::Error },
-    #[error("static directory {0} is not a directory")]
-    StaticDirNotDir(String),
-    #[error("unknown --default-protocol `{name}`; this server speaks: {known}")]
-    UnknownDefaultProtocol { name: String, known: String },
+    #[error(transparent)]
+    Hub(#[from] HubError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: io::Error },
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error("connection tokens: {0}")]
-    Keys(#[from] KeyError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("server stopped with an error: {0}")]
@@ -70,33 +47,6 @@ impl StartError {
 
 /// Runs the server until it is stopped.
 pub fn run(config: Config) -> Result<(), StartError> {
-    let static_files = http::StaticFiles::open(&config.static_dir, &config.cache_control)?;
-    let session_config = Arc::new(session_config(&config));
-    let tokens = TokenVerifier::from_files(
-        config.auth_jwt_secret.as_deref(),
-        config.auth_jwt_public_key.as_deref(),
-    )?;
-    let access = Access {
-        origins: config.allowed_origins.clone().unwrap_or_default(),
-        tokens: tokens.clone(),
-    };
-    let handshake = ws::Handshake::new(&config, session_config.clone(), access)?;
-    let tls_files = TlsFiles::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
-    let cert_resolver = tls_files.map(CertResolver::load).transpose()?.map(Arc::new);
-    // Bind and lock before going to the background, so these mistakes reach the terminal.
-    let listener = bind(config.bind)?;
-    let metrics_listener = config.metrics_bind.map(bind).transpose()?;
-    let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
-    if let Some(path) = &config.log_file {
-        lifecycle::redirect_log(path)?;
-    }
-    if config.daemon {
-        lifecycle::daemonize()?;
-    }
-
-    // After the fork of --daemon: the broker's thread would not survive it.
-    let node_id = start_broker(&config)?;
-
     let fd_limit = lifecycle::raise_fd_limit();
     let workers = config.worker_count();
     let fd_connections = lifecycle::connections_for_fd_limit(fd_limit);
@@ -112,17 +62,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Some(wanted) => wanted,
         None => fd_sessions,
     };
-    let slots = SessionSlots::new(usize::try_from(max_sessions).unwrap_or(usize::MAX));
-    let state = Arc::new(ServerState::new(workers, fd_limit, slots.clone()));
-    let paths = EndpointPaths {
-        health: config.health_path.clone(),
-        ready: config.ready_path.clone(),
-        status: config.status_path.clone(),
-        metrics: config
-            .metrics_bind
-            .is_none()
-            .then(|| config.metrics_path.clone()),
-    };
+    let hub = hub_builder(&config, workers, max_sessions);
+    // Mistakes in the settings reach the terminal, before going to the background.
+    hub.check()?;
+    let tls_files = TlsFiles::from_flags(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let cert_resolver = tls_files.map(CertResolver::load).transpose()?.map(Arc::new);
+    // Bind and lock before going to the background, so these mistakes reach the terminal.
+    let listener = bind(config.bind)?;
+    let metrics_listener = config.metrics_bind.map(bind).transpose()?;
+    let mut pid_file = config.pid_file.as_deref().map(PidFile::lock).transpose()?;
+    if let Some(path) = &config.log_file {
+        lifecycle::redirect_log(path)?;
+    }
+    if config.daemon {
+        lifecycle::daemonize()?;
+    }
+
+    // After the fork of --daemon: the broker's thread would not survive it.
+    let hub = hub.build()?;
+    let state = hub.inner.state.clone();
+    let hub_handle = hub.handle();
     let bound = listener.local_addr().map_err(StartError::Run)?;
     let pid_file_to_write = pid_file.as_mut();
 
@@ -144,10 +103,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
              {fd_limit}, at most {fd_connections} connections, {max_sessions} WebSocket sessions)"
         );
         match &config.broker {
-            Some(url) => log::info!("node id {node_id}, cluster broker {url}"),
-            None => log::info!("node id {node_id}, single node (no --broker)"),
+            Some(url) => log::info!("node id {}, cluster broker {url}", node_id()),
+            None => log::info!("node id {}, single node (no --broker)", node_id()),
         }
-        let static_files = web::Data::new(static_files);
         let uploads = web::Data::new(http::Uploads {
             dir: config.upload_dir.clone(),
             limits: http::BodyLimits {
@@ -157,31 +115,25 @@ pub fn run(config: Config) -> Result<(), StartError> {
         });
         let publishing = web::Data::new(http::Publishing {
             token: config.api_token.clone().filter(|token| !token.is_empty()),
-            tokens,
+            tokens: hub.inner.tokens.clone(),
             limits: http::BodyLimits {
                 max_bytes: config.max_publish_body,
                 idle: config.body_timeout,
             },
         });
         let max_head = config.max_head;
-        let handshake = web::Data::new(handshake.with_slots(slots));
-        let state_data = web::Data::from(state.clone());
-        let registry = web::Data::new(http::metrics::registry(state.clone()));
-        let app_registry = registry.clone();
+        let app_hub = hub.clone();
         let per_worker =
             usize::try_from(fd_connections.div_ceil(workers as u64)).unwrap_or(usize::MAX);
         let server = HttpServer::new(move || {
-            registry::start_local_shard(session_config.clone());
+            // The same mount an embedding application uses (see hub/), plus the binary's own
+            // routes and front door.
             App::new()
-                .app_data(static_files.clone())
-                .app_data(handshake.clone())
-                .app_data(state_data.clone())
-                .app_data(app_registry.clone())
                 .app_data(uploads.clone())
                 .app_data(publishing.clone())
                 .wrap_fn(move |req, service| http::front_door::handle(req, service, max_head))
-                .configure(ws::routes)
-                .configure(http::routes(&paths))
+                .configure(app_hub.configure_any_path())
+                .configure(http::routes)
         })
         .workers(workers)
         .max_connections(per_worker)
@@ -206,9 +158,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 );
                 let path = config.metrics_path.clone();
                 let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(registry.clone())
-                        .configure(http::metrics_only(&path))
+                    App::new().configure(hub.metrics_endpoint(&path))
                 })
                 .workers(1)
                 .disable_signals()
@@ -239,22 +189,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 log::warn!("second signal: exiting now");
                 std::process::exit(1);
             });
-            registry::drain_all(DRAIN_BATCH, DRAIN_PERIOD);
-            // Until the last session has ended (woken by its end, not polled), or the deadline.
-            if tokio::time::timeout_at(deadline, METRICS.sessions_open.none_open())
-                .await
-                .is_err()
-            {
+            // Until the last session has ended, or the deadline; then the rest of the cluster
+            // sees this node's members leave now, not at --presence-ttl.
+            if !hub_handle.close_all(deadline.into_std()).await {
                 log::warn!(
                     "shutdown timeout: {} WebSocket connections still open; ending them",
                     METRICS.sessions_open.get()
                 );
             }
-            // The rest of the cluster sees this node's members leave now, not at --presence-ttl.
-            let _ = actix_web::rt::task::spawn_blocking(|| {
-                broker().retire(Duration::from_secs(2));
-            })
-            .await;
             // Then stop: in-flight HTTP requests may finish, within the same deadline. Past it,
             // the server future below is dropped, which forces the workers to stop: a
             // `stop(false)` sent now would only run after the graceful stop, which waits up to
@@ -285,25 +227,48 @@ pub fn run(config: Config) -> Result<(), StartError> {
     result
 }
 
-/// Joins the cluster's broker (`--broker`), or stays a single node; returns the node id.
-fn start_broker(config: &Config) -> Result<String, StartError> {
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| broker::new_epoch()[..8].to_owned());
-    if let Some(url) = &config.broker {
-        let redis = RedisBroker::start(RedisSettings {
-            url: url.clone(),
-            node_id: node_id.clone(),
-            presence_ttl: config.presence_ttl.max(Duration::from_secs(1)),
-            check_interval: config.broker_check_interval.max(Duration::from_millis(100)),
-            history: config.history,
-        })?;
-        broker::install(redis, node_id.clone());
-    } else {
-        broker::install(std::sync::Arc::new(broker::Local), node_id.clone());
+/// The hub of the binary: its flags, through the same builder an embedding application uses.
+fn hub_builder(config: &Config, workers: usize, max_sessions: u64) -> HubBuilder {
+    let mut builder = Hub::builder()
+        .max_message_size(config.max_message_size)
+        .max_backlog(config.max_backlog)
+        .slow_consumer(config.slow_consumer.into())
+        .ping_interval(config.ping_interval)
+        .idle_timeout(config.idle_timeout)
+        .close_timeout(config.close_timeout)
+        .write_coalesce(config.write_coalesce)
+        .max_connections(usize::try_from(max_sessions).unwrap_or(usize::MAX))
+        .default_protocol(&config.default_protocol)
+        .builtin_settings(config.protocol_settings())
+        .allowed_origins(config.allowed_origins.clone().unwrap_or_default())
+        .presence_ttl(config.presence_ttl)
+        .broker_check_interval(config.broker_check_interval)
+        .static_files(&config.static_dir)
+        .cache_control(&config.cache_control)
+        .endpoints(Endpoints {
+            health: Some(config.health_path.clone()),
+            ready: Some(config.ready_path.clone()),
+            status: Some(config.status_path.clone()),
+            // With --metrics-bind, the metrics are served on their own address only.
+            metrics: config
+                .metrics_bind
+                .is_none()
+                .then(|| config.metrics_path.clone()),
+        })
+        .workers(workers);
+    if let Some(path) = &config.auth_jwt_secret {
+        builder = builder.token_secret_file(path);
     }
-    Ok(node_id)
+    if let Some(path) = &config.auth_jwt_public_key {
+        builder = builder.token_public_key_file(path);
+    }
+    if let Some(url) = &config.broker {
+        builder = builder.broker(url);
+    }
+    if let Some(id) = &config.node_id {
+        builder = builder.node_id(id);
+    }
+    builder
 }
 
 fn keep_alive(idle: Duration) -> KeepAlive {
@@ -336,16 +301,4 @@ fn record_connection(connection: &dyn std::any::Any, extensions: &mut Extensions
         return;
     };
     extensions.insert(fd);
-}
-
-fn session_config(config: &Config) -> SessionConfig {
-    SessionConfig {
-        max_message_size: config.max_message_size,
-        max_backlog: config.max_backlog,
-        slow_consumer: config.slow_consumer.into(),
-        ping_interval: config.ping_interval,
-        idle_timeout: config.idle_timeout,
-        close_timeout: config.close_timeout.max(Duration::from_millis(100)),
-        write_coalesce: config.write_coalesce,
-    }
 }

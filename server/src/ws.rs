@@ -20,50 +20,39 @@ use switchboard_actors::{
     transport, ConnectionFd, ProtocolSettings, SessionConfig,
 };
 
-use crate::{
-    access::{Access, AccessRefusal},
-    config::Config,
-    server::StartError,
-};
+use crate::access::{Access, AccessRefusal};
 
 /// What the handshake needs, built once at start-up.
 pub struct Handshake {
-    default_protocol: &'static ProtocolSpec,
+    /// The protocol of a client that offers none (`None`: such a client is refused).
+    default_protocol: Option<&'static ProtocolSpec>,
     session: Arc<SessionConfig>,
     settings: ProtocolSettings,
+    /// The session cap.
     slots: Option<Arc<SessionSlots>>,
     access: Access,
 }
 
 impl Handshake {
     pub fn new(
-        config: &Config,
+        default_protocol: Option<&'static ProtocolSpec>,
         session: Arc<SessionConfig>,
+        settings: ProtocolSettings,
         access: Access,
-    ) -> Result<Handshake, StartError> {
-        let default_protocol = protocols::find(&config.default_protocol).ok_or_else(|| {
-            StartError::UnknownDefaultProtocol {
-                name: config.default_protocol.clone(),
-                known: protocols::names(),
-            }
-        })?;
-        let settings = ProtocolSettings {
-            tokens: access.tokens.clone(),
-            ..config.protocol_settings()
-        };
-        Ok(Handshake {
+        slots: Arc<SessionSlots>,
+    ) -> Handshake {
+        Handshake {
             default_protocol,
             session,
             settings,
-            slots: None,
+            slots: Some(slots),
             access,
-        })
+        }
     }
 
-    /// Caps the sessions this handshake starts.
-    pub fn with_slots(mut self, slots: Arc<SessionSlots>) -> Handshake {
-        self.slots = Some(slots);
-        self
+    /// The settings of the sessions this handshake starts.
+    pub fn session(&self) -> &Arc<SessionConfig> {
+        &self.session
     }
 }
 
@@ -87,6 +76,8 @@ pub enum HandshakeRefusal {
         "none of the offered protocols ({offered}) is served here; this server speaks: {known}"
     )]
     UnknownProtocol { offered: String, known: String },
+    #[error("no protocol offered and this server has no default; it speaks: {known}")]
+    NoProtocol { known: String },
     #[error("the server is at its limit of {0} WebSocket connections; retry later")]
     AtCapacity(usize),
     #[error(transparent)]
@@ -138,13 +129,21 @@ impl From<actix_http::ws::HandshakeError> for HandshakeRefusal {
     }
 }
 
-/// Registers the handshake ahead of every other route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("")
-            .guard(guard::fn_guard(asks_for_websocket))
-            .default_service(web::to(upgrade)),
-    );
+/// Registers the handshake ahead of every other route: on `path`, or on every path (`None`).
+/// A request without `Upgrade: websocket` goes on to the other routes.
+pub fn routes(cfg: &mut web::ServiceConfig, path: Option<&str>) {
+    match path {
+        Some(path) => cfg.service(
+            web::resource(path)
+                .guard(guard::fn_guard(asks_for_websocket))
+                .to(upgrade),
+        ),
+        None => cfg.service(
+            web::scope("")
+                .guard(guard::fn_guard(asks_for_websocket))
+                .default_service(web::to(upgrade)),
+        ),
+    };
 }
 
 /// `Upgrade: websocket` (case-insensitive, possibly among other tokens).
@@ -190,7 +189,7 @@ async fn upgrade(
     let config = &handshake.session;
     let fd = req.conn_data::<ConnectionFd>().copied();
     let outbox = Rc::new(Outbox::new(config.max_backlog, config.slow_consumer, fd));
-    let protocol = (spec.open)(&info, &handshake.settings);
+    let protocol = spec.start(&info, &handshake.settings);
     let session = Session::new(
         protocol,
         info,
@@ -212,7 +211,7 @@ async fn upgrade(
 /// The flag says whether it was offered: only then is it named in the 101 (RFC 6455 §4.2.2).
 fn choose_protocol(
     req: &HttpRequest,
-    default: &'static ProtocolSpec,
+    default: Option<&'static ProtocolSpec>,
 ) -> Result<(&'static ProtocolSpec, bool), HandshakeRefusal> {
     let offered: Vec<&str> = req
         .headers()
@@ -223,7 +222,11 @@ fn choose_protocol(
         .filter(|name| !name.is_empty())
         .collect();
     if offered.is_empty() {
-        return Ok((default, false));
+        return default
+            .map(|spec| (spec, false))
+            .ok_or_else(|| HandshakeRefusal::NoProtocol {
+                known: protocols::names(),
+            });
     }
     offered
         .iter()

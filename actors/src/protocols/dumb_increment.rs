@@ -7,17 +7,17 @@ use std::time::Duration;
 use crate::{
     close::code,
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
+    protocol::{Opener, Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "dumb-increment-protocol",
-    open: |_, settings| {
+    open: Opener::Builtin(|_, settings| {
         Box::new(DumbIncrement {
             next: 0,
             interval: settings.increment_interval,
         })
-    },
+    }),
     publish: None,
     scope: Scope::Node,
     room_param: None,

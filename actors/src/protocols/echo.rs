@@ -2,12 +2,12 @@
 
 use crate::{
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
+    protocol::{Opener, Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "echo",
-    open: |_, _| Box::new(Echo),
+    open: Opener::Builtin(|_, _| Box::new(Echo)),
     publish: None,
     scope: Scope::Node,
     room_param: None,

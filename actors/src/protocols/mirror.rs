@@ -4,7 +4,7 @@
 
 use crate::{
     message::Message,
-    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
+    protocol::{ConnectionInfo, Opener, Protocol, ProtocolCx, ProtocolSpec, Scope},
 };
 
 /// The query parameter naming the instance (a room).
@@ -12,7 +12,7 @@ const ROOM_PARAM: &str = "mirror";
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: "lws-mirror-protocol",
-    open: |info, _| Box::new(Mirror::new(info)),
+    open: Opener::Builtin(|info, _| Box::new(Mirror::new(info))),
     publish: None,
     scope: Scope::Cluster,
     room_param: Some(ROOM_PARAM),

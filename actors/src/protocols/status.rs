@@ -4,13 +4,13 @@
 
 use crate::{
     message::Message,
-    protocol::{Protocol, ProtocolCx, ProtocolSpec, Scope},
+    protocol::{Opener, Protocol, ProtocolCx, ProtocolSpec, Scope},
     status_board,
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: status_board::STATUS_PROTOCOL,
-    open: |_, _| Box::new(Status),
+    open: Opener::Builtin(|_, _| Box::new(Status)),
     publish: None,
     scope: Scope::Node,
     room_param: None,

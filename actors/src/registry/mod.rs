@@ -13,4 +13,7 @@ mod shard;
 
 pub use group::GroupKey;
 pub(crate) use shard::deliver_from_broker;
-pub use shard::{drain_all, local_shard, publish, publish_counted, start_local_shard, ShardCore};
+pub use shard::{
+    close_session, drain_all, group_size, local_shard, publish, publish_counted, start_local_shard,
+    ShardCore,
+};

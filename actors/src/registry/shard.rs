@@ -126,6 +126,45 @@ pub fn drain_all(batch: usize, period: Duration) {
     directory::for_each_other(usize::MAX, |shard| shard.do_send(Drain { batch, period }));
 }
 
+/// Closes one connection, wherever it is, with this code and reason (the peer's close reply is
+/// awaited, as when its protocol closes it). Resolves to whether a worker had it open.
+pub fn close_session(
+    id: SessionId,
+    code: u16,
+    reason: &str,
+) -> impl Future<Output = bool> + 'static {
+    let mut replies = Vec::new();
+    directory::for_each_other(usize::MAX, |shard| {
+        replies.push(shard.send(CloseSession {
+            id,
+            code,
+            reason: reason.into(),
+        }))
+    });
+    async move {
+        let mut found = false;
+        for reply in replies {
+            found |= reply.await.unwrap_or(false);
+        }
+        found
+    }
+}
+
+/// The members of a group on this node (every worker's).
+pub fn group_size(key: &GroupKey) -> impl Future<Output = usize> + 'static {
+    let mut replies = Vec::new();
+    directory::for_each_other(usize::MAX, |shard| {
+        replies.push(shard.send(GroupSize(key.clone())))
+    });
+    async move {
+        let mut members = 0;
+        for reply in replies {
+            members += reply.await.unwrap_or(0);
+        }
+        members
+    }
+}
+
 /// The watchdog runs often enough to honour the shortest timer with a little slack.
 fn watchdog_period(config: &SessionConfig) -> Duration {
     let shortest = config
@@ -285,6 +324,47 @@ impl Handler<CountedBroadcast> for Shard {
 
     fn handle(&mut self, message: CountedBroadcast, _: &mut Context<Self>) -> usize {
         self.core.deliver_local(&message.key, &message.frame)
+    }
+}
+
+/// Close one session of this shard, if it is here.
+#[derive(ActixMessage)]
+#[rtype(result = "bool")]
+struct CloseSession {
+    id: SessionId,
+    code: u16,
+    reason: Box<str>,
+}
+
+impl Handler<CloseSession> for Shard {
+    type Result = bool;
+
+    fn handle(&mut self, message: CloseSession, _: &mut Context<Self>) -> bool {
+        let sessions = self.core.sessions.borrow();
+        let Some(outbox) = sessions.get(&message.id) else {
+            return false;
+        };
+        if outbox.is_alive() && !outbox.is_closing() {
+            outbox.close_with(Some((message.code, &message.reason)), AfterClose::AwaitPeer);
+        }
+        true
+    }
+}
+
+/// How many members a group has on this shard.
+#[derive(ActixMessage)]
+#[rtype(result = "usize")]
+struct GroupSize(GroupKey);
+
+impl Handler<GroupSize> for Shard {
+    type Result = usize;
+
+    fn handle(&mut self, message: GroupSize, _: &mut Context<Self>) -> usize {
+        self.core
+            .groups
+            .borrow()
+            .get(&message.0)
+            .map_or(0, IndexMap::len)
     }
 }
 

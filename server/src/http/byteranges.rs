@@ -24,7 +24,9 @@ use super::{file_body::Segment, ranges::ByteRange};
 
 /// A multipart/byteranges body: its boundary and its segments.
 pub struct Multipart {
+    /// The boundary between parts (without the leading `--`).
     pub boundary: String,
+    /// The body, in order: framing and file ranges.
     pub segments: Vec<Segment>,
 }
 

@@ -22,12 +22,18 @@ pub enum Segment {
     /// Bytes sent as they are (multipart framing).
     Literal(Bytes),
     /// `len` bytes of the file from `offset`.
-    File { offset: u64, len: u64 },
+    File {
+        /// Where the bytes start in the file.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
+    },
 }
 
 impl Segment {
     // Only summed up (`total_len`); nothing asks whether one segment is empty.
     #[allow(clippy::len_without_is_empty)]
+    /// The segment's length in bytes.
     pub fn len(&self) -> u64 {
         match self {
             Segment::Literal(bytes) => bytes.len() as u64,

@@ -43,17 +43,21 @@ pub fn record_response(status: StatusCode) {
     HTTP_RESPONSES[index].fetch_add(1, Ordering::Relaxed);
 }
 
+/// The hub's metrics registry (a type of this crate, so that an application's own
+/// `web::Data<Registry>` is another item of its app data).
+pub struct MetricsRegistry(Registry);
+
 /// The registry, built once at start-up.
-pub fn registry(state: Arc<ServerState>) -> Registry {
+pub fn registry(state: Arc<ServerState>) -> MetricsRegistry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SwitchboardCollector { state }));
-    registry
+    MetricsRegistry(registry)
 }
 
 /// `GET /metrics`.
-pub async fn scrape(registry: web::Data<Registry>) -> HttpResponse {
+pub async fn scrape(registry: web::Data<MetricsRegistry>) -> HttpResponse {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+    match prometheus_client::encoding::text::encode(&mut text, &registry.0) {
         Ok(()) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(text),
@@ -121,12 +125,15 @@ impl Collector for SwitchboardCollector {
             "switchboard_websocket_connections",
             "Open WebSocket connections by protocol",
             "protocol",
-            protocols::ALL.iter().enumerate().map(|(index, spec)| {
-                (
-                    spec.name.to_owned(),
-                    METRICS.sessions_by_protocol[index].get(),
-                )
-            }),
+            protocols::installed()
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    (
+                        spec.name.to_owned(),
+                        METRICS.sessions_by_protocol[index].get(),
+                    )
+                }),
         )?;
         gauge(
             e,

@@ -25,36 +25,63 @@ pub use publish::Publishing;
 pub use static_files::StaticFiles;
 pub use upload::Uploads;
 
-/// Where the built-in endpoints live (each path is a flag).
+/// Where the operational endpoints live; each is left out when its path is `None`.
+///
+/// The default is the `switchboard` binary's: every endpoint on, at its flag's default path.
 #[derive(Debug, Clone)]
-pub struct EndpointPaths {
-    pub health: String,
-    pub ready: String,
-    pub status: String,
-    /// `None` when the metrics are served on their own address.
+pub struct Endpoints {
+    /// Liveness: `200 ok` while the process answers (`--health-path`, default `/healthz`).
+    pub health: Option<String>,
+    /// Readiness: 503 once a graceful shutdown has begun or, in a cluster, until the broker
+    /// was reached once (`--ready-path`, default `/readyz`).
+    pub ready: Option<String>,
+    /// The hub's state as JSON: connections by protocol, messages, slow consumers, broker
+    /// (`--status-path`, default `/status`).
+    pub status: Option<String>,
+    /// Prometheus metrics (`--metrics-path`, default `/metrics`).
     pub metrics: Option<String>,
 }
 
-/// Registers the HTTP routes: the built-in endpoints, then the static file server as the
-/// fallback for every other path.
-pub fn routes(paths: &EndpointPaths) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
-    move |cfg| {
-        cfg.route(&paths.health, web::get().to(health::live))
-            .route(&paths.ready, web::get().to(health::ready))
-            .route(&paths.status, web::get().to(status::status));
-        if let Some(metrics_path) = &paths.metrics {
-            cfg.route(metrics_path, web::get().to(metrics::scrape));
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            health: Some("/healthz".to_owned()),
+            ready: Some("/readyz".to_owned()),
+            status: Some("/status".to_owned()),
+            metrics: Some("/metrics".to_owned()),
         }
-        // Every method reaches these handlers, which answer 405 with `Allow` themselves.
-        cfg.route("/upload", web::route().to(upload::upload))
-            .route("/api/publish", web::route().to(publish::publish));
-        cfg.default_service(web::to(static_files::serve));
     }
 }
 
-/// The routes of the separate metrics listener (`--metrics-bind`).
-pub fn metrics_only(path: &str) -> impl FnOnce(&mut web::ServiceConfig) + '_ {
-    move |cfg| {
-        cfg.route(path, web::get().to(metrics::scrape));
+/// Registers the operational endpoints that have a path.
+pub fn endpoint_routes(cfg: &mut web::ServiceConfig, endpoints: &Endpoints) {
+    if let Some(path) = &endpoints.health {
+        cfg.route(path, web::get().to(health::live));
     }
+    if let Some(path) = &endpoints.ready {
+        cfg.route(path, web::get().to(health::ready));
+    }
+    if let Some(path) = &endpoints.status {
+        cfg.route(path, web::get().to(status::status));
+    }
+    if let Some(path) = &endpoints.metrics {
+        metrics_route(cfg, path);
+    }
+}
+
+/// Registers the Prometheus metrics at `path`.
+pub fn metrics_route(cfg: &mut web::ServiceConfig, path: &str) {
+    cfg.route(path, web::get().to(metrics::scrape));
+}
+
+/// The static file server, as the fallback for every path no route claimed.
+pub fn static_routes(cfg: &mut web::ServiceConfig) {
+    cfg.default_service(web::to(static_files::serve));
+}
+
+/// The binary's own HTTP routes: uploads and the publish API. Every method reaches these
+/// handlers, which answer 405 with `Allow` themselves.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/upload", web::route().to(upload::upload))
+        .route("/api/publish", web::route().to(publish::publish));
 }

@@ -13,20 +13,13 @@ use actix_web::{http::Method, web, HttpRequest, HttpResponse};
 use bytestring::ByteString;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchboard_actors::{
-    access::TokenVerifier,
-    outbox::Frame,
-    protocol::Scope,
-    protocols,
-    registry::{publish_counted, GroupKey},
-    Message,
-};
+use switchboard_actors::{access::TokenVerifier, protocols};
 
 use super::{
     body::{BodyLimits, BoundedBody},
     request_error::RequestError,
 };
-use crate::access::token_source;
+use crate::{access::token_source, hub::publish_to};
 
 /// Publishing settings.
 pub struct Publishing {
@@ -69,15 +62,7 @@ pub async fn publish(
         Value::String(text) => text,
         other => other.to_string(),
     };
-    let text = ByteString::from(text);
-    let reached = match spec.publish {
-        // The protocol owns its rooms' state (chat: ids, history): it delivers.
-        Some(deliver) => deliver(&request.room, text).await,
-        None => {
-            let key = GroupKey::scoped(spec.name, &request.room, spec.scope == Scope::Cluster);
-            publish_counted(&key, Frame::message(&Message::Text(text))).await
-        }
-    };
+    let reached = publish_to(spec, &request.room, ByteString::from(text)).await;
     log::info!(
         "published to {}/{}: {reached} connections",
         spec.name,

@@ -27,13 +27,16 @@ pub const MAX_RANGE_SPECS: usize = 1024;
 /// A satisfiable range of a file: bytes `start..end` (end exclusive, never empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteRange {
+    /// The first byte.
     pub start: u64,
+    /// One past the last byte.
     pub end: u64,
 }
 
 impl ByteRange {
     // Never empty (see above), so no `is_empty`.
     #[allow(clippy::len_without_is_empty)]
+    /// The range's length in bytes.
     pub fn len(&self) -> u64 {
         self.end - self.start
     }

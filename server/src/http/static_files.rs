@@ -40,7 +40,7 @@ use super::{
     ranges::{self, RangePlan},
     safe_path::{self, RequestPath},
 };
-use crate::server::StartError;
+use crate::hub::HubError;
 
 /// The static directory, resolved once at start-up.
 pub struct StaticFiles {
@@ -51,13 +51,13 @@ pub struct StaticFiles {
 }
 
 impl StaticFiles {
-    pub fn open(dir: &Path, cache_control: &str) -> Result<StaticFiles, StartError> {
-        let root = dir.canonicalize().map_err(|source| StartError::StaticDir {
+    pub fn open(dir: &Path, cache_control: &str) -> Result<StaticFiles, HubError> {
+        let root = dir.canonicalize().map_err(|source| HubError::StaticDir {
             path: dir.display().to_string(),
             source,
         })?;
         if !root.is_dir() {
-            return Err(StartError::StaticDirNotDir(dir.display().to_string()));
+            return Err(HubError::StaticDirNotDir(dir.display().to_string()));
         }
         if HeaderValue::from_str(cache_control).is_err() {
             log::warn!("--cache-control {cache_control:?} is not a valid header value; not sent");

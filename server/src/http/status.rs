@@ -11,7 +11,7 @@ use switchboard_actors::{
 use crate::state::ServerState;
 
 pub async fn status(state: web::Data<ServerState>) -> HttpResponse {
-    let by_protocol: Map<String, Value> = protocols::ALL
+    let by_protocol: Map<String, Value> = protocols::installed()
         .iter()
         .enumerate()
         .map(|(index, spec)| {

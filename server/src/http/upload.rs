@@ -198,7 +198,7 @@ impl PartSink {
     }
 }
 
-/// The file name a part was sent with, if any: [`raw_file_name`], else the parsed header's.
+/// The file name a part was sent with, if any: `raw_file_name`, else the parsed header's.
 /// A function of its own so that the fuzz target checks the names the handler uses.
 pub fn part_file_name(field: &actix_multipart::Field) -> Option<String> {
     raw_file_name(field.headers()).or_else(|| {

@@ -55,13 +55,13 @@ use crate::{
     access::{identity::may_join, TokenVerifier},
     config::ProtocolSettings,
     message::Message,
-    protocol::{ConnectionInfo, Protocol, ProtocolCx, ProtocolSpec, Scope},
+    protocol::{ConnectionInfo, Opener, Protocol, ProtocolCx, ProtocolSpec, Scope},
     SessionId,
 };
 
 pub const SPEC: ProtocolSpec = ProtocolSpec {
     name: rooms::PROTOCOL,
-    open: |info, settings| Box::new(Chat::new(info, settings)),
+    open: Opener::Builtin(|info, settings| Box::new(Chat::new(info, settings))),
     publish: Some(rooms::announce),
     scope: Scope::Node,
     room_param: None,
