@@ -3,12 +3,14 @@
 //! actix-web-actors hands fragmented messages to the actor frame by frame; this turns them back
 //! into whole messages. Text is validated as it arrives, so a message whose second fragment is
 //! not UTF-8 is refused at once rather than after the (possibly large, possibly never sent) rest.
+//! A compressed message (permessage-deflate) is inflated fragment by fragment, and the size
+//! limit applies to what it inflates to.
 
 use actix_http::ws::Item;
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use crate::{close::CloseError, message::Message};
+use crate::{close::CloseError, deflate::Inflater, message::Message};
 
 /// Reassembles one connection's fragmented messages.
 #[derive(Debug)]
@@ -23,6 +25,8 @@ struct Partial {
     data: BytesMut,
     /// Prefix of `data` known to be valid UTF-8 (text only).
     utf8_valid_up_to: usize,
+    /// The message is compressed: fragments go through this (one per message).
+    inflater: Option<Inflater>,
 }
 
 impl Assembler {
@@ -38,11 +42,32 @@ impl Assembler {
         self.partial.is_some()
     }
 
+    /// A message that came whole, in one frame (`compressed`: its RSV1 was set).
+    pub fn whole(
+        &mut self,
+        is_text: bool,
+        compressed: bool,
+        data: Bytes,
+    ) -> Result<Message, CloseError> {
+        if !compressed {
+            return if is_text {
+                ByteString::try_from(data)
+                    .map(Message::Text)
+                    .map_err(|_| CloseError::InvalidUtf8)
+            } else {
+                Ok(Message::Binary(data))
+            };
+        }
+        self.start(is_text, true, data)?;
+        self.finish()
+    }
+
     /// Takes one continuation item; returns the message once its last fragment has arrived.
-    pub fn push(&mut self, item: Item) -> Result<Option<Message>, CloseError> {
+    /// `compressed` (RSV1) counts on a first fragment only: it says the whole message is.
+    pub fn push(&mut self, item: Item, compressed: bool) -> Result<Option<Message>, CloseError> {
         match item {
-            Item::FirstText(data) => self.start(true, data).map(|()| None),
-            Item::FirstBinary(data) => self.start(false, data).map(|()| None),
+            Item::FirstText(data) => self.start(true, compressed, data).map(|()| None),
+            Item::FirstBinary(data) => self.start(false, compressed, data).map(|()| None),
             Item::Continue(data) => self.append(data).map(|()| None),
             Item::Last(data) => {
                 self.append(data)?;
@@ -51,7 +76,7 @@ impl Assembler {
         }
     }
 
-    fn start(&mut self, is_text: bool, data: Bytes) -> Result<(), CloseError> {
+    fn start(&mut self, is_text: bool, compressed: bool, data: Bytes) -> Result<(), CloseError> {
         if self.partial.is_some() {
             return Err(CloseError::Protocol(
                 "new data frame inside a fragmented message".into(),
@@ -61,6 +86,7 @@ impl Assembler {
             is_text,
             data: BytesMut::new(),
             utf8_valid_up_to: 0,
+            inflater: compressed.then(|| Inflater::new(self.max_size)),
         });
         self.append(data)
     }
@@ -71,11 +97,26 @@ impl Assembler {
                 "continuation frame with nothing to continue".into(),
             ));
         };
-        if partial.data.len() + data.len() > self.max_size {
+        if let Some(inflater) = partial.inflater.as_mut() {
+            if let Err(err) = inflater.push(&data, &mut partial.data) {
+                self.partial = None;
+                return Err(err.into());
+            }
+        } else if partial.data.len() + data.len() > self.max_size {
             self.partial = None;
             return Err(CloseError::TooBig);
+        } else {
+            partial.data.extend_from_slice(&data);
         }
-        partial.data.extend_from_slice(&data);
+        self.validate_new_text()
+    }
+
+    /// Checks the text added since the last check (a character cut at the end may be completed
+    /// by what comes next).
+    fn validate_new_text(&mut self) -> Result<(), CloseError> {
+        let Some(partial) = self.partial.as_mut() else {
+            return Ok(());
+        };
         if partial.is_text {
             match std::str::from_utf8(&partial.data[partial.utf8_valid_up_to..]) {
                 Ok(_) => partial.utf8_valid_up_to = partial.data.len(),
@@ -96,8 +137,16 @@ impl Assembler {
     fn finish(&mut self) -> Result<Message, CloseError> {
         let partial = self
             .partial
-            .take()
+            .as_mut()
             .expect("append checked a message is in progress");
+        if let Some(mut inflater) = partial.inflater.take() {
+            if let Err(err) = inflater.finish(&mut partial.data) {
+                self.partial = None;
+                return Err(err.into());
+            }
+            self.validate_new_text()?;
+        }
+        let partial = self.partial.take().expect("still in progress");
         let data = partial.data.freeze();
         if !partial.is_text {
             return Ok(Message::Binary(data));
@@ -124,10 +173,10 @@ mod tests {
     fn reassembles_text_split_inside_a_character() {
         let mut asm = Assembler::new(1024);
         let euro = "€".as_bytes();
-        assert_eq!(asm.push(Item::FirstText(b(&euro[..1]))), Ok(None));
-        assert_eq!(asm.push(Item::Continue(b(&euro[1..2]))), Ok(None));
+        assert_eq!(asm.push(Item::FirstText(b(&euro[..1])), false), Ok(None));
+        assert_eq!(asm.push(Item::Continue(b(&euro[1..2])), false), Ok(None));
         assert_eq!(
-            asm.push(Item::Last(b(&euro[2..]))),
+            asm.push(Item::Last(b(&euro[2..])), false),
             Ok(Some(Message::Text("€".into())))
         );
         assert!(!asm.in_progress());
@@ -136,9 +185,9 @@ mod tests {
     #[test]
     fn invalid_utf8_fails_before_the_last_fragment() {
         let mut asm = Assembler::new(1024);
-        assert_eq!(asm.push(Item::FirstText(b(b"hello"))), Ok(None));
+        assert_eq!(asm.push(Item::FirstText(b(b"hello")), false), Ok(None));
         assert_eq!(
-            asm.push(Item::Continue(b(&[0xce, 0xba, 0xff]))),
+            asm.push(Item::Continue(b(&[0xce, 0xba, 0xff])), false),
             Err(CloseError::InvalidUtf8)
         );
     }
@@ -146,9 +195,9 @@ mod tests {
     #[test]
     fn a_truncated_character_at_the_end_is_invalid() {
         let mut asm = Assembler::new(1024);
-        asm.push(Item::FirstText(b(b"ok"))).unwrap();
+        asm.push(Item::FirstText(b(b"ok")), false).unwrap();
         assert_eq!(
-            asm.push(Item::Last(b(&[0xe2, 0x82]))),
+            asm.push(Item::Last(b(&[0xe2, 0x82])), false),
             Err(CloseError::InvalidUtf8)
         );
     }
@@ -156,15 +205,18 @@ mod tests {
     #[test]
     fn size_limit_counts_all_fragments() {
         let mut asm = Assembler::new(10);
-        asm.push(Item::FirstBinary(b(&[0; 6]))).unwrap();
-        assert_eq!(asm.push(Item::Last(b(&[0; 5]))), Err(CloseError::TooBig));
+        asm.push(Item::FirstBinary(b(&[0; 6])), false).unwrap();
+        assert_eq!(
+            asm.push(Item::Last(b(&[0; 5])), false),
+            Err(CloseError::TooBig)
+        );
     }
 
     #[test]
     fn continuation_without_start_is_a_protocol_error() {
         let mut asm = Assembler::new(10);
         assert!(matches!(
-            asm.push(Item::Continue(b(b"x"))),
+            asm.push(Item::Continue(b(b"x")), false),
             Err(CloseError::Protocol(_))
         ));
     }
@@ -172,9 +224,9 @@ mod tests {
     #[test]
     fn binary_is_not_validated() {
         let mut asm = Assembler::new(10);
-        asm.push(Item::FirstBinary(b(&[0xff]))).unwrap();
+        asm.push(Item::FirstBinary(b(&[0xff])), false).unwrap();
         assert_eq!(
-            asm.push(Item::Last(b(&[0xfe]))),
+            asm.push(Item::Last(b(&[0xfe])), false),
             Ok(Some(Message::Binary(b(&[0xff, 0xfe]))))
         );
     }

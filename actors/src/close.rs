@@ -24,7 +24,11 @@ pub enum CloseError {
     /// A text message (or close reason) was not valid UTF-8.
     #[error("invalid UTF-8 in text message")]
     InvalidUtf8,
-    /// A message grew past `--max-message-size`.
+    /// A compressed message (permessage-deflate) could not be inflated. RFC 7692 §8.1 says to
+    /// fail the connection; like bad UTF-8, the payload is not what its frame says: 1007.
+    #[error("invalid compressed data")]
+    BadCompression,
+    /// A message grew past `--max-message-size` (inflated, if it was compressed).
     #[error("message too big")]
     TooBig,
     /// The connection's outbound backlog passed `--max-backlog` under the `close` policy.
@@ -46,7 +50,7 @@ impl CloseError {
     pub fn code(&self) -> u16 {
         match self {
             CloseError::Protocol(_) => code::PROTOCOL_ERROR,
-            CloseError::InvalidUtf8 => code::INVALID_PAYLOAD,
+            CloseError::InvalidUtf8 | CloseError::BadCompression => code::INVALID_PAYLOAD,
             CloseError::TooBig => code::TOO_BIG,
             CloseError::SlowConsumer => code::POLICY,
             CloseError::IdleTimeout | CloseError::GoingAway => code::GOING_AWAY,
@@ -78,6 +82,15 @@ impl CloseError {
             ProtocolError::Io(_) => return None,
             other => CloseError::Protocol(other.to_string()),
         })
+    }
+}
+
+impl From<crate::deflate::InflateError> for CloseError {
+    fn from(err: crate::deflate::InflateError) -> Self {
+        match err {
+            crate::deflate::InflateError::TooBig => CloseError::TooBig,
+            crate::deflate::InflateError::Corrupt(_) => CloseError::BadCompression,
+        }
     }
 }
 

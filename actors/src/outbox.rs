@@ -21,6 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
     close::CloseError,
+    deflate::{Compression, Deflated},
     message::Message,
     metrics::METRICS,
     socket::{self, Shutdown, Socket},
@@ -33,6 +34,11 @@ pub struct Frame {
     pub opcode: OpCode,
     pub fin: bool,
     pub payload: Bytes,
+    /// RSV1: the payload is compressed (permessage-deflate, RFC 7692 §6).
+    pub rsv1: bool,
+    /// A whole data message's compressed form, computed by the first recipient that negotiated
+    /// compression and shared by every copy of this frame (see [`Deflated`]).
+    pub deflated: Option<Deflated>,
 }
 
 /// What a connection's queue holds: frames not yet begun, and wire bytes of a frame already
@@ -68,17 +74,43 @@ impl Frame {
         }
     }
 
+    /// A frame; a whole text or binary message gets a slot for its shared compressed form.
     pub fn data(opcode: OpCode, fin: bool, payload: Bytes) -> Frame {
+        let whole_message = fin && matches!(opcode, OpCode::Text | OpCode::Binary);
         Frame {
             opcode,
             fin,
             payload,
+            rsv1: false,
+            deflated: whole_message.then(Deflated::default),
+        }
+    }
+
+    /// This frame as a peer with `compression` gets it: a whole message at least
+    /// `min_size` long goes compressed (with RSV1) if that makes it smaller.
+    fn for_peer(self, compression: Option<Compression>) -> Frame {
+        let (Some(compression), Some(deflated)) = (compression, &self.deflated) else {
+            return self;
+        };
+        if self.payload.len() < compression.min_size {
+            return self;
+        }
+        match deflated.get_or_compress(&self.payload) {
+            Some(payload) => Frame {
+                payload,
+                rsv1: true,
+                deflated: None,
+                ..self
+            },
+            None => self,
         }
     }
 
     /// Appends this frame's unmasked header (RFC 6455 §5.2); the payload follows separately.
     fn write_header(&self, chunk: &mut BytesMut) {
-        let first = u8::from(self.opcode) | if self.fin { 0x80 } else { 0 };
+        let first = u8::from(self.opcode)
+            | if self.fin { 0x80 } else { 0 }
+            | if self.rsv1 { 0x40 } else { 0 };
         let len = self.payload.len();
         match len {
             0..=125 => chunk.put_slice(&[first, len as u8]),
@@ -175,6 +207,8 @@ pub struct Outbox {
     policy: SlowConsumerPolicy,
     /// The connection's socket, usable while its writer lives.
     socket: Socket,
+    /// Set when the peer negotiated permessage-deflate.
+    compression: Option<Compression>,
 }
 
 impl Outbox {
@@ -198,7 +232,14 @@ impl Outbox {
             max_backlog: max_backlog as u64,
             policy,
             socket: Socket::new(fd),
+            compression: None,
         }
+    }
+
+    /// Sends whole messages compressed to this peer (it negotiated permessage-deflate).
+    pub fn with_compression(mut self, compression: Option<Compression>) -> Outbox {
+        self.compression = compression;
+        self
     }
 
     /// Bytes queued for this connection that the socket has not taken yet.
@@ -252,7 +293,10 @@ impl Outbox {
                 }
             };
         }
-        (Delivery::Queued, self.enqueue(frame))
+        (
+            Delivery::Queued,
+            self.enqueue(frame.for_peer(self.compression)),
+        )
     }
 
     /// Queues several frames that must stay together (the fragments of one message), so that

@@ -9,11 +9,14 @@ use std::any::Any;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
+use actix_http::ws::Frame as WsFrame;
+
 use actix::{Actor, ActorContext, AsyncContext, Handler, Message as ActixMessage, StreamHandler};
 
 use crate::{
     assembler::Assembler,
     close::CloseError,
+    inbound::Inbound,
     message::Message,
     metrics::METRICS,
     outbox::{AfterClose, Frame, Outbox},
@@ -204,11 +207,12 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
-    fn handle(&mut self, item: Result<WsMessage, ProtocolError>, ctx: &mut SessionContext) {
+/// The connection's frames (see [`crate::inbound`]).
+impl StreamHandler<Result<Inbound, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<Inbound, ProtocolError>, ctx: &mut SessionContext) {
         self.link.outbox.heard_from_peer();
-        let message = match item {
-            Ok(message) => message,
+        let Inbound { frame, compressed } = match item {
+            Ok(inbound) => inbound,
             Err(err) => {
                 match CloseError::from_decoder(&err) {
                     Some(error) => self.fail(error, ctx),
@@ -217,21 +221,23 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
                 return;
             }
         };
-        match message {
-            WsMessage::Ping(payload) => {
+        let message = match frame {
+            WsFrame::Ping(payload) => {
                 self.link.outbox.send(Frame::pong(payload));
+                return;
             }
-            WsMessage::Pong(_) | WsMessage::Nop => {}
-            WsMessage::Close(reason) => self.answer_close(reason, ctx),
+            WsFrame::Pong(_) => return,
+            WsFrame::Close(reason) => return self.answer_close(reason, ctx),
             // After our close frame, data frames are read and discarded (RFC 6455 §1.4).
-            _ if self.link.outbox.is_closing() => {}
-            WsMessage::Text(text) => self.deliver(Message::Text(text), ctx),
-            WsMessage::Binary(data) => self.deliver(Message::Binary(data), ctx),
-            WsMessage::Continuation(item) => match self.assembler.push(item) {
-                Ok(Some(message)) => self.deliver(message, ctx),
-                Ok(None) => {}
-                Err(error) => self.fail(error, ctx),
-            },
+            _ if self.link.outbox.is_closing() => return,
+            WsFrame::Text(text) => self.assembler.whole(true, compressed, text).map(Some),
+            WsFrame::Binary(data) => self.assembler.whole(false, compressed, data).map(Some),
+            WsFrame::Continuation(item) => self.assembler.push(item, compressed),
+        };
+        match message {
+            Ok(Some(message)) => self.deliver(message, ctx),
+            Ok(None) => {}
+            Err(error) => self.fail(error, ctx),
         }
     }
 
@@ -239,6 +245,14 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
     fn finished(&mut self, ctx: &mut SessionContext) {
         ctx.stop();
     }
+}
+
+/// Required by actix-web-actors' context, whose own decoder is given an input that never yields
+/// (the session reads [`Inbound`] frames instead): never called.
+impl StreamHandler<Result<WsMessage, ProtocolError>> for Session {
+    fn handle(&mut self, _: Result<WsMessage, ProtocolError>, _: &mut SessionContext) {}
+
+    fn finished(&mut self, _: &mut SessionContext) {}
 }
 
 /// A message for this connection's peer, from another thread or actor ([`Mailbox::deliver`]).

@@ -21,7 +21,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 
 use crate::{
+    deflate::Agreement,
     frame_guard::FrameGuard,
+    inbound::InboundFrames,
     metrics::METRICS,
     outbox::{AfterClose, Outbox},
     session::Session,
@@ -33,12 +35,13 @@ pub use actix_web_actors::ws::{Message as WsMessage, ProtocolError};
 /// The actor context sessions run in.
 pub type SessionContext = actix_web_actors::ws::WebsocketContext<Session>;
 
-/// Answers a verified handshake: 101 (naming the subprotocol if the client offered one), then
-/// the session runs.
+/// Answers a verified handshake: 101 (naming the subprotocol if the client offered one, and
+/// permessage-deflate if it was negotiated), then the session runs.
 pub fn start(
     req: &HttpRequest,
     payload: web::Payload,
     protocol: Option<&'static str>,
+    deflate: Option<&Agreement>,
     max_frame_size: usize,
     session: Session,
     outbox: Rc<Outbox>,
@@ -51,9 +54,22 @@ pub fn start(
     if let Some(protocol) = protocol {
         response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
     }
-    let codec = Codec::new().max_size(max_frame_size);
-    let input = FrameGuard::new(payload, max_frame_size);
-    let context = actix_web_actors::ws::WebsocketContext::with_codec(session, input, codec);
+    let mut codec = Codec::new().max_size(max_frame_size);
+    if let Some(agreement) = deflate {
+        response.insert_header((header::SEC_WEBSOCKET_EXTENSIONS, agreement.header_value()));
+        codec = codec.allow_rsv1();
+    }
+    let input = InboundFrames::new(FrameGuard::new(payload, max_frame_size), codec);
+    // The session reads its frames from `input` (see `crate::inbound`), not from the context's
+    // own decoder, which is given an input that never yields.
+    let context = actix_web_actors::ws::WebsocketContext::with_factory(
+        futures_util::stream::pending::<Result<Bytes, actix_http::error::PayloadError>>(),
+        move |ctx| {
+            use actix::AsyncContext;
+            ctx.add_stream(input);
+            session
+        },
+    );
     response.streaming(OutboundBody {
         actor: Box::pin(context),
         actor_done: false,

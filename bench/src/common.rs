@@ -107,6 +107,19 @@ pub async fn connect(
     config: WebSocketConfig,
     timeout: Duration,
 ) -> Result<Ws> {
+    connect_offering(target, protocol, None, source, config, timeout).await
+}
+
+/// [`connect`], offering `extensions` in `Sec-WebSocket-Extensions`. The client cannot read
+/// compressed messages: for connections that stay idle (pings are never compressed).
+pub async fn connect_offering(
+    target: &Target,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    source: Option<Ipv4Addr>,
+    config: WebSocketConfig,
+    timeout: Duration,
+) -> Result<Ws> {
     let attempt = async {
         let socket = TcpSocket::new_v4()?;
         if let Some(ip) = source {
@@ -119,6 +132,11 @@ pub async fn connect(
             request
                 .headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
+        }
+        if let Some(offer) = extensions {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Extensions", HeaderValue::from_str(offer)?);
         }
         let connector = if target.tls {
             crate::tls::connector()?

@@ -40,6 +40,9 @@ pub struct ConnectArgs {
     /// 20,000 connections
     #[arg(long, default_value_t = 0)]
     pub source_ips: usize,
+    /// Offer permessage-deflate (as browsers do) on every connection
+    #[arg(long)]
+    pub deflate: bool,
     /// Seconds to wait before reading the server's memory after opening and after closing
     #[arg(long, default_value_t = 1.0)]
     pub settle: f64,
@@ -95,11 +98,14 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> Result<()> {
         let mut release = release_rx.clone();
         let closed_early = closed_early.clone();
         let timeout = common.connect_timeout();
+        let deflate = args.deflate;
         tasks.spawn(async move {
             let begun = Instant::now();
-            let mut ws = match common::connect(
+            let extensions = deflate.then_some("permessage-deflate; client_max_window_bits");
+            let mut ws = match common::connect_offering(
                 &target,
                 protocol.as_deref(),
+                extensions,
                 source,
                 config,
                 timeout,
@@ -173,8 +179,13 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> Result<()> {
     };
 
     println!(
-        "connect: {} connections requested at {}/s, protocol {}, held {:.1} s, {} source address(es)",
-        args.connections, args.rate, args.protocol, args.hold, sources
+        "connect: {} connections requested at {}/s, protocol {}{}, held {:.1} s, {} source address(es)",
+        args.connections,
+        args.rate,
+        args.protocol,
+        if args.deflate { ", offering permessage-deflate" } else { "" },
+        args.hold,
+        sources
     );
     println!(
         "  established {established} failed {failed} in {opening:.2} s ({:.0}/s)",
@@ -202,6 +213,7 @@ pub async fn run(common: &Common, args: &ConnectArgs) -> Result<()> {
     out.insert("mode".into(), "connect".into());
     out.insert("connections".into(), args.connections.into());
     out.insert("protocol".into(), args.protocol.clone().into());
+    out.insert("deflate_offered".into(), args.deflate.into());
     out.insert("established".into(), established.into());
     out.insert("failed".into(), failed.into());
     out.insert("open_after_settle".into(), open_after_settle.into());

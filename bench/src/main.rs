@@ -5,6 +5,7 @@ mod broadcast;
 mod common;
 mod connect;
 mod echo;
+mod fanout;
 mod frames;
 mod soak;
 mod tls;
@@ -56,6 +57,14 @@ enum Mode {
         #[command(flatten)]
         args: soak::SoakArgs,
     },
+    /// One publisher to a room of N members that may offer permessage-deflate: server CPU and
+    /// wire bytes per delivery.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: fanout::FanoutArgs,
+    },
     /// Print a TCP port that is free on 127.0.0.1 right now
     FreePort,
 }
@@ -106,6 +115,7 @@ fn main() {
         Mode::Broadcast { common, args } => (common, args.time_bound(common)),
         Mode::Connect { common, args } => (common, args.time_bound(common)),
         Mode::Soak { common, args } => (common, args.time_bound(common)),
+        Mode::Fanout { common, args } => (common, args.time_bound(common)),
         Mode::FreePort => {
             match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
                 Ok(addr) => println!("{}", addr.port()),
@@ -146,6 +156,7 @@ fn run(mode: &Mode, common: &Common, bound: Duration) -> Result<()> {
                 Mode::Broadcast { common, args } => broadcast::run(common, args).await,
                 Mode::Connect { common, args } => connect::run(common, args).await,
                 Mode::Soak { common, args } => soak::run(common, args).await,
+                Mode::Fanout { common, args } => fanout::run(common, args).await,
                 Mode::FreePort => Ok(()),
             }
         };

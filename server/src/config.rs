@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
-use switchboard_actors::{ProtocolSettings, SlowConsumerPolicy};
+use switchboard_actors::{deflate::Compression, ProtocolSettings, SlowConsumerPolicy};
 
 use crate::{
     access::origin::OriginPolicy,
@@ -53,6 +53,15 @@ pub struct Config {
     /// Largest WebSocket message, after reassembling fragments; larger ones close with 1009.
     #[arg(long, env = "SWITCHBOARD_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = parse_usize_bytes)]
     pub max_message_size: usize,
+
+    /// permessage-deflate (RFC 7692): on, it is negotiated with clients that offer it; off,
+    /// every offer is declined.
+    #[arg(long, env = "SWITCHBOARD_COMPRESSION", default_value = "on")]
+    pub compression: OnOff,
+
+    /// With compression negotiated, messages shorter than this go out uncompressed.
+    #[arg(long, env = "SWITCHBOARD_COMPRESS_MIN", default_value = "128", value_parser = parse_usize_bytes)]
+    pub compress_min: usize,
 
     /// Bytes a connection may have queued for its socket before the slow-consumer policy applies.
     #[arg(long, env = "SWITCHBOARD_MAX_BACKLOG", default_value = "1MiB", value_parser = parse_usize_bytes)]
@@ -294,7 +303,22 @@ impl From<SlowConsumerArg> for SlowConsumerPolicy {
     }
 }
 
+/// `--compression` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
 impl Config {
+    /// How the server compresses for peers that negotiated permessage-deflate; `None`: it
+    /// negotiates it with nobody (`--compression off`).
+    pub fn compression(&self) -> Option<Compression> {
+        (self.compression == OnOff::On).then_some(Compression {
+            min_size: self.compress_min,
+        })
+    }
+
     /// Parses the command line, the environment and the `--config` file (in that order of
     /// precedence, over the defaults). Help and version print and exit 0; any other problem
     /// prints one line naming the flag or key and exits 2.

@@ -89,8 +89,8 @@ pub use access::origin::OriginPolicy;
 pub use http::Endpoints;
 pub use hub::{HandleError, Hub, HubBuilder, HubError, HubHandle};
 pub use switchboard_actors::{
-    access::token::KeyError, registry::broker::BrokerError, ProtocolSettings as BuiltinSettings,
-    SlowConsumerPolicy,
+    access::token::KeyError, deflate::Compression, registry::broker::BrokerError,
+    ProtocolSettings as BuiltinSettings, SlowConsumerPolicy,
 };
 
 /// What a protocol author needs: the trait to implement, what a connection can do, and what is

@@ -237,6 +237,7 @@ fn hub_builder(config: &Config, workers: usize, max_sessions: u64) -> HubBuilder
         .idle_timeout(config.idle_timeout)
         .close_timeout(config.close_timeout)
         .write_coalesce(config.write_coalesce)
+        .compression(config.compression())
         .max_connections(usize::try_from(max_sessions).unwrap_or(usize::MAX))
         .default_protocol(&config.default_protocol)
         .builtin_settings(config.protocol_settings())

@@ -10,6 +10,7 @@ use actix_web::{
     web, HttpRequest, HttpResponse, ResponseError,
 };
 use switchboard_actors::{
+    deflate::{self, Compression},
     metrics::METRICS,
     next_session_id,
     outbox::Outbox,
@@ -31,6 +32,8 @@ pub struct Handshake {
     /// The session cap.
     slots: Option<Arc<SessionSlots>>,
     access: Access,
+    /// `None`: `--compression off`, every permessage-deflate offer is declined.
+    compression: Option<Compression>,
 }
 
 impl Handshake {
@@ -40,6 +43,7 @@ impl Handshake {
         settings: ProtocolSettings,
         access: Access,
         slots: Arc<SessionSlots>,
+        compression: Option<Compression>,
     ) -> Handshake {
         Handshake {
             default_protocol,
@@ -47,6 +51,7 @@ impl Handshake {
             settings,
             slots: Some(slots),
             access,
+            compression,
         }
     }
 
@@ -188,7 +193,16 @@ async fn upgrade(
     };
     let config = &handshake.session;
     let fd = req.conn_data::<ConnectionFd>().copied();
-    let outbox = Rc::new(Outbox::new(config.max_backlog, config.slow_consumer, fd));
+    let deflate = handshake.compression.and_then(|_| {
+        deflate::negotiate(
+            req.headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .filter_map(|value| value.to_str().ok()),
+        )
+    });
+    let outbox = Outbox::new(config.max_backlog, config.slow_consumer, fd)
+        .with_compression(deflate.as_ref().and(handshake.compression));
+    let outbox = Rc::new(outbox);
     let protocol = spec.start(&info, &handshake.settings);
     let session = Session::new(
         protocol,
@@ -201,6 +215,7 @@ async fn upgrade(
         &req,
         payload,
         offered.then_some(spec.name),
+        deflate.as_ref(),
         config.max_message_size,
         session,
         outbox,

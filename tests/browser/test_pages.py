@@ -121,7 +121,7 @@ const record = { opened: false, messages: 0, closed: null };
 window.wsRecord = record;
 const state = document.getElementById("state");
 const ws = new WebSocket(new URLSearchParams(location.search).get("ws"), "dumb-increment-protocol");
-ws.onopen = () => { record.opened = true; state.textContent = "open"; };
+ws.onopen = () => { record.opened = true; record.extensions = ws.extensions; state.textContent = "open"; };
 ws.onmessage = () => { record.messages += 1; state.textContent = "messages: " + record.messages; };
 ws.onclose = (event) => { record.closed = event.code; state.textContent += " / closed " + event.code; };
 </script></body></html>
@@ -164,5 +164,7 @@ def test_a_page_of_an_allowed_origin_opens_its_websocket(other_origin, browser_f
         wait_for(driver, lambda d: d.execute_script("return window.wsRecord.messages") >= 5, what="counter messages")
         record = driver.execute_script("return window.wsRecord")
         assert record["opened"] and record["closed"] is None, record
+        # Chromium offers permessage-deflate on every connection; the server accepts it.
+        assert record["extensions"].startswith("permessage-deflate"), record
         assert refused_origins(server_url) == 0
         screenshot(driver, "other-origin-allowed")

@@ -12,6 +12,7 @@ use std::{
 use actix_web::web;
 use switchboard_actors::{
     access::TokenVerifier,
+    deflate::Compression,
     metrics::MAX_PROTOCOLS,
     protocol::{ConnectionInfo, Opener, Protocol, ProtocolSpec, Scope},
     protocols,
@@ -76,6 +77,8 @@ pub struct HubBuilder {
     cache_control: String,
     endpoints: Option<Endpoints>,
     workers: Option<usize>,
+    /// `None`: every permessage-deflate offer is declined.
+    compression: Option<Compression>,
     /// The first mistake a method found; [`HubBuilder::build`] reports it.
     mistake: Option<HubError>,
 }
@@ -93,6 +96,7 @@ impl Default for HubBuilder {
                 write_coalesce: Duration::from_millis(10),
             },
             max_connections: None,
+            compression: Some(Compression { min_size: 128 }),
             builtins: protocols::BUILTIN.iter().collect(),
             custom: Vec::new(),
             default_protocol: DefaultProtocol::Unset,
@@ -156,10 +160,21 @@ impl HubBuilder {
         self
     }
 
-    /// Under load, a worker writes broadcasts to each socket at most once per this window,
-    /// so that many small messages leave in few writes. Default 10 ms (`--write-coalesce`).
+    /// Under heavy load (a worker delivering over 100,000 broadcast frames a second), a worker
+    /// writes broadcasts to each socket at most once per this window, so that many small
+    /// messages leave in few writes; below that load, at the end of the event-loop turn that
+    /// queued them. Default 10 ms (`--write-coalesce`).
     pub fn write_coalesce(mut self, window: Duration) -> Self {
         self.session.write_coalesce = window;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): with `Some`, offers are accepted and messages of at
+    /// least `min_size` bytes are compressed (once per broadcast, for every member that
+    /// negotiated it); `None` declines every offer. Default on, 128 bytes (`--compression`,
+    /// `--compress-min`).
+    pub fn compression(mut self, compression: Option<Compression>) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -478,6 +493,7 @@ impl HubBuilder {
             settings,
             access,
             slots,
+            self.compression,
         );
         Ok(Hub {
             inner: Arc::new(Inner {

@@ -78,6 +78,9 @@ bitflags! {
         const SERVER         = 0b0000_0001;
         const CONTINUATION   = 0b0000_0010;
         const W_CONTINUATION = 0b0000_0100;
+        // Switchboard: permessage-deflate was negotiated; the last frame decoded had RSV1.
+        const ALLOW_RSV1     = 0b0000_1000;
+        const LAST_RSV1      = 0b0001_0000;
     }
 }
 
@@ -100,6 +103,19 @@ impl Codec {
     pub fn max_size(mut self, size: usize) -> Self {
         self.max_size = size;
         self
+    }
+
+    /// Switchboard: allow RSV1 on the first frame of a data message (permessage-deflate was
+    /// negotiated, RFC 7692 §6); see [`Codec::last_frame_rsv1`].
+    #[must_use = "This returns the a new Codec, without modifying the original."]
+    pub fn allow_rsv1(mut self) -> Self {
+        self.flags.insert(Flags::ALLOW_RSV1);
+        self
+    }
+
+    /// Switchboard: whether the last frame [`Decoder::decode`] returned had RSV1 set.
+    pub fn last_frame_rsv1(&self) -> bool {
+        self.flags.contains(Flags::LAST_RSV1)
     }
 
     /// Set decoder to client mode.
@@ -222,11 +238,17 @@ impl Decoder for Codec {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
-        let Some((finished, opcode, payload)) =
-            Parser::parse(src, self.flags.contains(Flags::SERVER), self.max_size)?
+        let rsv1 = src.first().is_some_and(|first| first & super::frame::RSV1_MASK != 0);
+        let Some((finished, opcode, payload)) = Parser::parse_with_rsv1(
+            src,
+            self.flags.contains(Flags::SERVER),
+            self.max_size,
+            self.flags.contains(Flags::ALLOW_RSV1),
+        )?
         else {
             return Ok(None);
         };
+        self.flags.set(Flags::LAST_RSV1, rsv1);
 
         if !finished {
             return match opcode {

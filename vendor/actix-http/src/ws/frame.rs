@@ -18,6 +18,9 @@ const FIN_MASK: u8 = 0x80;
 /// RSV1, RSV2, and RSV3 bitmask (RFC 6455 §5.2).
 const RSV_MASK: u8 = 0b0111_0000;
 
+/// RSV1 bitmask: the "per-message compressed" bit of permessage-deflate (RFC 7692 §6).
+pub(super) const RSV1_MASK: u8 = 0b0100_0000;
+
 /// OpCode 4-bit nibble mask (RFC 6455 §5.2).
 const OPCODE_MASK: u8 = 0x0F;
 
@@ -66,6 +69,7 @@ impl Parser {
     fn parse_metadata(
         src: &[u8],
         server: bool,
+        allow_rsv1: bool,
     ) -> Result<Option<(usize, bool, OpCode, usize, Option<[u8; 4]>)>, ProtocolError> {
         let chunk_len = src.len();
 
@@ -79,7 +83,11 @@ impl Parser {
         let finished = first & FIN_MASK != 0;
 
         // RSV1, RSV2, and RSV3 must be zero unless a negotiated extension defines them.
-        if first & RSV_MASK != 0 {
+        // Switchboard: with permessage-deflate negotiated, RSV1 may be set on the first frame
+        // of a data message (RFC 7692 §6), never on a control or continuation frame.
+        let data_frame = matches!(OpCode::from(first & OPCODE_MASK), OpCode::Text | OpCode::Binary);
+        let allowed = if allow_rsv1 && data_frame { RSV1_MASK } else { 0 };
+        if first & RSV_MASK & !allowed != 0 {
             // TODO(semver-major): use InvalidReservedBits
             return Err(ProtocolError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -153,11 +161,23 @@ impl Parser {
         server: bool,
         max_size: usize,
     ) -> Result<Option<(bool, OpCode, Option<BytesMut>)>, ProtocolError> {
+        Parser::parse_with_rsv1(src, server, max_size, false)
+    }
+
+    /// Switchboard: [`Parser::parse`], with RSV1 allowed on data frames when `allow_rsv1`
+    /// (whether it was set is in `src`'s first byte until this returns a frame).
+    pub fn parse_with_rsv1(
+        src: &mut BytesMut,
+        server: bool,
+        max_size: usize,
+        allow_rsv1: bool,
+    ) -> Result<Option<(bool, OpCode, Option<BytesMut>)>, ProtocolError> {
         // try to parse ws frame metadata
-        let (idx, finished, opcode, length, mask) = match Parser::parse_metadata(src, server)? {
-            None => return Ok(None),
-            Some(res) => res,
-        };
+        let (idx, finished, opcode, length, mask) =
+            match Parser::parse_metadata(src, server, allow_rsv1)? {
+                None => return Ok(None),
+                Some(res) => res,
+            };
 
         // Live on 32-bit targets, where `u32::MAX` fits a `usize` and overflows this. On 64-bit
         // it cannot fire: overflowing needs a length above `u64::MAX - idx`, which has the most
