@@ -157,14 +157,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     config.metrics_path
                 );
                 let path = config.metrics_path.clone();
-                let server = HttpServer::new(move || {
-                    App::new().configure(hub.metrics_endpoint(&path))
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .map_err(StartError::Run)?
-                .run();
+                let server =
+                    HttpServer::new(move || App::new().configure(hub.metrics_endpoint(&path)))
+                        .workers(1)
+                        .disable_signals()
+                        .listen(listener)
+                        .map_err(StartError::Run)?
+                        .run();
                 Some(server)
             }
             None => None,
