@@ -504,11 +504,6 @@ impl Outbox {
         }
     }
 
-    /// Whether the writer is parked with nothing held by actix-http (see [`Outbox::set_direct`]).
-    pub(crate) fn is_direct(&self) -> bool {
-        self.direct.get()
-    }
-
     /// Set by the writer each time it is polled: true when it parks with actix-http holding none
     /// of this connection's bytes.
     pub(crate) fn set_direct(&self, direct: bool) {

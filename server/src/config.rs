@@ -85,10 +85,10 @@ pub struct Config {
     #[arg(long, env = "SWITCHBOARD_CLOSE_TIMEOUT", default_value = "5", value_parser = parse_duration)]
     pub close_timeout: Duration,
 
-    /// Under heavy load (a worker delivering over 100,000 broadcast frames a second), a worker
-    /// writes broadcasts to each socket once per this window, so that the messages arriving
-    /// within it share one write; a socket with 8 KiB queued is written at once. Below that load
-    /// every broadcast is written at the end of the event-loop turn that queued it. 0: always.
+    /// Under heavy load (a worker delivering over 100,000 broadcast frames a second, until a
+    /// second after that stops), a worker writes broadcasts to each socket once per this window,
+    /// so that the messages arriving within it share one write. Below that load every broadcast
+    /// is written at the end of the event-loop turn that queued it. 0: always.
     #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "10ms", value_parser = parse_duration)]
     pub write_coalesce: Duration,
 

@@ -28,9 +28,8 @@
 //! for a timer. Above that rate a write per delivery would cost more than the window's wait is
 //! worth (each `send(2)` on loopback costs this machine 5 to 16 µs of kernel time, see the
 //! README), so the grid above applies. The rate is of deliveries, not of writes, so the choice
-//! does not feed back on itself. And under the window a member whose queue holds a full batch
-//! ([`FULL_BATCH`] bytes) is written at once: a publisher that waits for its subscribers (a lag
-//! limit) is not held to one round per window.
+//! does not feed back on itself, and a shard stays busy for [`BUSY_HOLD`] after its last busy
+//! window, so the pauses of a publisher that waits for its subscribers do not switch it off.
 
 use std::{
     cell::{Cell, RefCell},
@@ -48,8 +47,11 @@ const MAX_SLOTS: u128 = 16;
 /// goes out at the end of its turn. At about 5 µs of kernel time per small write, this rate of
 /// writes is half a core: above it, batching pays for its wait.
 pub(crate) const BUSY_DELIVERIES_PER_S: u64 = 100_000;
-/// Bytes queued for one member that make a batch worth writing without waiting for its slot.
-pub(crate) const FULL_BATCH: u64 = 8 * 1024;
+/// How long a shard stays busy after a window over [`BUSY_DELIVERIES_PER_S`]. A publisher held
+/// back by its subscribers (a lag limit) pauses while they catch up, and the windows of those
+/// pauses must not switch the window off between its bursts: that made a thousand subscribers
+/// at full speed get a write per turn instead of per window, at less than half the rate.
+const BUSY_HOLD: Duration = Duration::from_secs(1);
 
 /// The slots of one shard, and the start of their grids.
 pub(super) struct Flush {
@@ -63,7 +65,8 @@ pub(super) struct Flush {
 struct Load {
     period_start: Cell<Instant>,
     deliveries: Cell<u64>,
-    busy: Cell<bool>,
+    /// Busy until then: [`BUSY_HOLD`] after the last period over the busy rate.
+    busy_until: Cell<Option<Instant>>,
 }
 
 impl Load {
@@ -71,7 +74,7 @@ impl Load {
         Load {
             period_start: Cell::new(now),
             deliveries: Cell::new(0),
-            busy: Cell::new(false),
+            busy_until: Cell::new(None),
         }
     }
 
@@ -82,22 +85,19 @@ impl Load {
         if elapsed >= window {
             let per_s =
                 u128::from(self.deliveries.get()) * 1_000_000_000 / elapsed.as_nanos().max(1);
-            let busy = per_s >= u128::from(BUSY_DELIVERIES_PER_S);
-            if busy != self.busy.replace(busy) {
-                log::debug!(
-                    "write window {}: {per_s} deliveries/s",
-                    if busy { "on" } else { "off" }
-                );
+            if per_s >= u128::from(BUSY_DELIVERIES_PER_S) {
+                if !self.is_busy(now) {
+                    log::debug!("write window on: {per_s} deliveries/s");
+                }
+                self.busy_until.set(Some(now + BUSY_HOLD));
             }
             self.deliveries.set(0);
             self.period_start.set(now);
         }
     }
 
-    /// Busy, unless the shard has been quiet since its last period ended (a burst after a quiet
-    /// spell is judged when its own period ends).
-    fn is_busy(&self, window: Duration, now: Instant) -> bool {
-        self.busy.get() && now < self.period_start.get() + window * 2
+    fn is_busy(&self, now: Instant) -> bool {
+        self.busy_until.get().is_some_and(|until| now < until)
     }
 }
 
@@ -126,12 +126,6 @@ impl Flush {
             self.load
                 .count(deliveries as u64, self.window, Instant::now());
         }
-    }
-
-    /// Whether a member that got a frame while already parked here should be written now,
-    /// without waiting for its slot: its queue holds a full batch.
-    pub(super) fn batch_is_full(outbox: &Outbox) -> bool {
-        outbox.backlog() >= FULL_BATCH && outbox.is_direct()
     }
 
     /// Remembers a member whose writer is parked with a frame queued, and makes sure a pass of
@@ -173,7 +167,7 @@ impl Flush {
     /// one window after it; only the first pass after a quiet spell (which went out at once,
     /// off the grid) may be followed by one up to a window and a half later.
     fn due(&self, index: usize, now: Instant) -> Option<Instant> {
-        if !self.load.is_busy(self.window, now) {
+        if !self.load.is_busy(now) {
             return None;
         }
         let last = self.slots[index].last_pass.get()?;
@@ -215,8 +209,11 @@ mod tests {
     /// A flush whose shard was found busy by a period that ended at `at`.
     fn busy_since(window: Duration, at: Duration) -> Rc<Flush> {
         let flush = Flush::new(window);
-        flush.load.busy.set(true);
         flush.load.period_start.set(flush.epoch + at);
+        flush
+            .load
+            .busy_until
+            .set(Some(flush.epoch + at + BUSY_HOLD * 100));
         flush
     }
 
@@ -294,8 +291,12 @@ mod tests {
         flush.load.count(2_000, window, epoch + ms(110));
         flush.slots[0].last_pass.set(Some(epoch + ms(110)));
         assert!(flush.due(0, epoch + ms(111)).is_some());
-        // Quiet for two windows after that: no longer busy.
-        assert_eq!(flush.due(0, epoch + ms(131)), None);
+        // Still busy through the hold, even where a window was quiet (a paused publisher).
+        flush.load.count(1, window, epoch + ms(150));
+        flush.slots[0].last_pass.set(Some(epoch + ms(150)));
+        assert!(flush.due(0, epoch + ms(151)).is_some());
+        // Quiet for the whole hold after the last busy window: no longer busy.
+        assert_eq!(flush.due(0, epoch + ms(110) + BUSY_HOLD), None);
     }
 
     #[test]

@@ -247,12 +247,6 @@ impl ShardCore {
                     self.flush.add(**id, outbox);
                     true
                 }
-                (Delivery::Queued, Wake::Pending) => {
-                    if Flush::batch_is_full(outbox) {
-                        outbox.write_direct();
-                    }
-                    true
-                }
                 (delivery, _) => delivery == Delivery::Queued,
             })
             .count();
