@@ -5,7 +5,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SerialNumber};
 use rustls::{
     crypto::ring,
@@ -18,12 +17,12 @@ use tokio::{
     time::timeout,
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
-use tokio_tungstenite::{
-    tungstenite::{client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig},
-    Connector,
-};
+use tokio_tungstenite::Connector;
 
-use super::{ws_client::Ws, TempDir};
+use super::{
+    ws_client::{client_config, handshake_request, wait_until_ready, Ws},
+    TempDir,
+};
 
 /// A test certificate authority, and the server's certificate and key files.
 pub struct TestPki {
@@ -141,40 +140,21 @@ pub async fn wss_on(
     protocol: Option<&str>,
     config: Arc<ClientConfig>,
 ) -> Ws {
-    let mut request = format!("wss://{addr}{path}").into_client_request().unwrap();
-    if let Some(protocol) = protocol {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(protocol).unwrap(),
-        );
-    }
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(32 << 20))
-        .max_frame_size(Some(32 << 20));
+    let request = handshake_request(&format!("wss://{addr}{path}"), protocol);
     let (mut ws, _) = timeout(
         Duration::from_secs(30),
         tokio_tungstenite::client_async_tls_with_config(
             request,
             stream,
-            Some(ws_config),
+            Some(client_config()),
             Some(Connector::Rustls(config)),
         ),
     )
     .await
     .expect("wss handshake within 30 s")
     .expect("wss handshake");
-    use tokio_tungstenite::tungstenite::Message;
-    ws.send(Message::Ping("ready?".into())).await.expect("ping");
-    loop {
-        match timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("pong within 30 s")
-        {
-            Some(Ok(Message::Pong(payload))) if payload == "ready?" => return ws,
-            Some(Ok(Message::Pong(_) | Message::Ping(_))) => {}
-            other => panic!("expected the pong, got {other:?}"),
-        }
-    }
+    wait_until_ready(&mut ws).await;
+    ws
 }
 
 /// [`wss_on`] on a new connection.

@@ -7,7 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, time::timeout};
 use tokio_tungstenite::{
     tungstenite::{
-        client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
+        client::IntoClientRequest, handshake::client::Request, http::HeaderValue,
+        protocol::WebSocketConfig, Message,
     },
     MaybeTlsStream, WebSocketStream,
 };
@@ -18,19 +19,10 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// the connection runs: it answers a ping only then, so by the time this returns, the session
 /// has joined whatever its protocol joins on open. Panics after 30 s.
 pub async fn connect_ready(addr: SocketAddr, path: &str, protocol: Option<&str>) -> Ws {
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    if let Some(protocol) = protocol {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(protocol).unwrap(),
-        );
-    }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(32 << 20))
-        .max_frame_size(Some(32 << 20));
+    let request = handshake_request(&format!("ws://{addr}{path}"), protocol);
     let (mut ws, response) = timeout(
         Duration::from_secs(30),
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false),
+        tokio_tungstenite::connect_async_with_config(request, Some(client_config()), false),
     )
     .await
     .expect("connect within 30 s")
@@ -44,13 +36,39 @@ pub async fn connect_ready(addr: SocketAddr, path: &str, protocol: Option<&str>)
             Some(protocol)
         );
     }
+    wait_until_ready(&mut ws).await;
+    ws
+}
+
+/// The handshake request for `url`, offering `protocol` (if any).
+pub fn handshake_request(url: &str, protocol: Option<&str>) -> Request {
+    let mut request = url.into_client_request().unwrap();
+    if let Some(protocol) = protocol {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
+    }
+    request
+}
+
+/// The tests' client settings: messages and frames up to 32 MiB.
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(32 << 20))
+        .max_frame_size(Some(32 << 20))
+}
+
+/// Waits until the server's session for the connection runs: it answers a ping only then.
+/// Panics after 30 s.
+pub async fn wait_until_ready(ws: &mut Ws) {
     ws.send(Message::Ping("ready?".into())).await.expect("ping");
     loop {
         match timeout(Duration::from_secs(30), ws.next())
             .await
             .expect("pong within 30 s")
         {
-            Some(Ok(Message::Pong(payload))) if payload == "ready?" => return ws,
+            Some(Ok(Message::Pong(payload))) if payload == "ready?" => return,
             Some(Ok(Message::Pong(_) | Message::Ping(_))) => {}
             other => panic!("expected the pong, got {other:?}"),
         }
