@@ -79,7 +79,10 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
     if !lws_available() {
         return;
     }
-    let server = Server::start(&["--workers", "2"]);
+    // libwebsockets' test client offers permessage-deflate and, once a server accepts it,
+    // spins in its service loop (this version; its own test server never accepts it on these
+    // protocols). So this test runs without compression; the README lists it as a known issue.
+    let server = Server::start(&["--workers", "2", "--compression", "off"]);
     let mut observer = connect(&server.ws_url("/"), "lws-mirror-protocol").await;
 
     // Its log goes to a file: it logs every write, and a full pipe would stall it.

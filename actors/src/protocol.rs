@@ -84,6 +84,12 @@ pub struct ProtocolSpec {
     /// (`lws-mirror-protocol`: `?mirror=NAME`), so that the handshake can check that the
     /// connection's token allows that room. `None`: rooms are chosen later (or not at all).
     pub room_param: Option<&'static str>,
+    /// Whether connections of this protocol may negotiate permessage-deflate. `false` for a
+    /// protocol whose messages are never worth compressing and whose libwebsockets clients
+    /// cannot take it: libwebsockets' client offers it on `dumb-increment-protocol`, whose
+    /// receive buffer (10 bytes) is too small for its inflater, and stalls when a server
+    /// accepts (libwebsockets' own server never negotiates it on that protocol).
+    pub compression: bool,
 }
 
 /// How a protocol's per-connection state is made.

@@ -193,7 +193,8 @@ async fn upgrade(
     };
     let config = &handshake.session;
     let fd = req.conn_data::<ConnectionFd>().copied();
-    let deflate = handshake.compression.and_then(|_| {
+    let compression = handshake.compression.filter(|_| spec.compression);
+    let deflate = compression.and_then(|_| {
         deflate::negotiate(
             req.headers()
                 .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
@@ -201,7 +202,7 @@ async fn upgrade(
         )
     });
     let outbox = Outbox::new(config.max_backlog, config.slow_consumer, fd)
-        .with_compression(deflate.as_ref().and(handshake.compression));
+        .with_compression(deflate.as_ref().and(compression));
     let outbox = Rc::new(outbox);
     let protocol = spec.start(&info, &handshake.settings);
     let session = Session::new(

@@ -21,6 +21,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     publish: None,
     scope: Scope::Node,
     room_param: None,
+    compression: false,
 };
 
 struct DumbIncrement {

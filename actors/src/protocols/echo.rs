@@ -11,6 +11,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     publish: None,
     scope: Scope::Node,
     room_param: None,
+    compression: true,
 };
 
 struct Echo;

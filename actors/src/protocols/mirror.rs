@@ -16,6 +16,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     publish: None,
     scope: Scope::Cluster,
     room_param: Some(ROOM_PARAM),
+    compression: true,
 };
 
 struct Mirror {

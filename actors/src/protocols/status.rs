@@ -14,6 +14,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     publish: None,
     scope: Scope::Node,
     room_param: None,
+    compression: true,
 };
 
 struct Status;

@@ -438,6 +438,7 @@ impl HubBuilder {
                 publish: spec.publish,
                 scope: spec.scope,
                 room_param: spec.room_param,
+                compression: spec.compression,
             })
             .chain(self.custom.into_iter().map(|custom| ProtocolSpec {
                 // Names live as long as the process (connections and rooms hold them), like
@@ -447,6 +448,7 @@ impl HubBuilder {
                 publish: None,
                 scope: custom.scope,
                 room_param: None,
+                compression: true,
             }))
             .collect();
         protocols::install(table).map_err(|_| HubError::AlreadyBuilt)?;

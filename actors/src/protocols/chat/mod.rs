@@ -65,6 +65,7 @@ pub const SPEC: ProtocolSpec = ProtocolSpec {
     publish: Some(rooms::announce),
     scope: Scope::Node,
     room_param: None,
+    compression: true,
 };
 
 /// One chat connection: its nick, the rooms it asked to be in, its rate limit.
