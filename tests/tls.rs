@@ -19,7 +19,7 @@ use support::{
     project_static_dir,
     raw_ws::OutFrame,
     tls::{self as tls_support, TestPki, TlsEnd},
-    ws_client::{server_socket_for, Ws},
+    ws_client::{server_socket_for, wait_until_server_lets_go, Ws},
     Server, TempDir,
 };
 use tokio::{io::AsyncWriteExt, time::timeout};
@@ -341,18 +341,16 @@ async fn a_stalled_tls_reader_is_closed_by_the_timers() {
                 .any(|line| line.contains("slow consumer") && line.contains("1008")),
             "the stalled reader should have gone over its backlog and been closed with 1008"
         );
-        let waiting = Instant::now();
-        while server_socket_for(pid, port, client_port).is_some_and(|socket| socket.open) {
-            assert!(
-                waiting.elapsed() < Duration::from_secs(10),
-                "the server still holds the stalled TLS connection 10 s after the flood"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!(
-            "the server let go of the stalled TLS connection {:?} after the flood",
-            waiting.elapsed()
-        );
+        let released = wait_until_server_lets_go(
+            pid,
+            port,
+            client_port,
+            Instant::now(),
+            Duration::from_secs(10),
+            "the stalled TLS connection, after the flood,",
+        )
+        .await;
+        println!("the server let go of the stalled TLS connection {released:?} after the flood");
         // The flooder was not harmed.
         flooder.send(Message::text("still here")).await.unwrap();
         assert_eq!(next_data(&mut flooder).await, Message::text("still here"));

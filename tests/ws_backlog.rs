@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use support::{
     raw_ws::{OutFrame, RawWs, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT},
-    ws_client::{join_mirror, rss_kib, server_socket_for, Ws},
+    ws_client::{join_mirror, rss_kib, server_socket_for, wait_until_server_lets_go, Ws},
     Server,
 };
 use tokio::{net::TcpSocket, time::timeout};
@@ -240,18 +240,16 @@ async fn a_stalled_reader_is_closed_and_memory_stays_bounded() {
             "stalled member after the flood: server-side socket state {}, {} bytes unsent",
             stuck.state, stuck.tx_queue
         );
-        let waiting = Instant::now();
-        while server_socket_for(pid, port, client_port).is_some_and(|socket| socket.open) {
-            assert!(
-                waiting.elapsed() < Duration::from_secs(10),
-                "the server still holds the stalled connection 10 s after the flood"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        println!(
-            "the server closed the stalled connection {:?} after the flood",
-            waiting.elapsed()
-        );
+        let released = wait_until_server_lets_go(
+            pid,
+            port,
+            client_port,
+            Instant::now(),
+            Duration::from_secs(10),
+            "the stalled connection, after the flood,",
+        )
+        .await;
+        println!("the server closed the stalled connection {released:?} after the flood");
 
         // Reading now, the stalled member gets what was in flight, then the end of the stream.
         let read_started = Instant::now();

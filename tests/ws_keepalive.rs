@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use support::{
     raw_ws::{OutFrame, RawWs, StreamEnd, OP_CLOSE, OP_PING, OP_TEXT},
-    ws_client::{connect_ready, join_mirror, server_socket_for},
+    ws_client::{connect_ready, join_mirror, server_socket_for, wait_until_server_lets_go},
     Server,
 };
 use tokio::{net::TcpSocket, time::timeout};
@@ -288,14 +288,15 @@ async fn a_stuck_connection_is_ended_although_nothing_can_be_written_to_it() {
         );
 
         // Without any help from the stuck client, the server lets go of its connection.
-        while server_socket_for(pid, port, client_port).is_some_and(|socket| socket.open) {
-            assert!(
-                silent_since.elapsed() < Duration::from_secs(10),
-                "the server still holds the stuck connection 10 s after it went silent"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let released_after = silent_since.elapsed();
+        let released_after = wait_until_server_lets_go(
+            pid,
+            port,
+            client_port,
+            silent_since,
+            Duration::from_secs(10),
+            "the stuck connection, after it went silent,",
+        )
+        .await;
         println!("the server closed the stuck connection {released_after:?} after it went silent");
         assert!(
             released_after >= Duration::from_millis(1900),

@@ -183,3 +183,25 @@ pub fn parse_tag(text: &str) -> Option<(usize, usize)> {
         seq.strip_prefix("seq-")?.parse().ok()?,
     ))
 }
+
+/// Waits until the server no longer holds an open socket for the client at `client_port`;
+/// panics if it still does `limit` after `since` (the message names `what` was held). Returns
+/// how long after `since` the server let go.
+pub async fn wait_until_server_lets_go(
+    server_pid: u32,
+    server_port: u16,
+    client_port: u16,
+    since: std::time::Instant,
+    limit: Duration,
+    what: &str,
+) -> Duration {
+    while server_socket_for(server_pid, server_port, client_port).is_some_and(|socket| socket.open)
+    {
+        assert!(
+            since.elapsed() < limit,
+            "the server still holds {what} {limit:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    since.elapsed()
+}
