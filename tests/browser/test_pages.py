@@ -124,6 +124,11 @@ const ws = new WebSocket(new URLSearchParams(location.search).get("ws"), "dumb-i
 ws.onopen = () => { record.opened = true; record.extensions = ws.extensions; state.textContent = "open"; };
 ws.onmessage = () => { record.messages += 1; state.textContent = "messages: " + record.messages; };
 ws.onclose = (event) => { record.closed = event.code; state.textContent += " / closed " + event.code; };
+// On request, a second socket on a protocol that may compress, to see what is negotiated there.
+if (new URLSearchParams(location.search).get("echo")) {
+  const echo = new WebSocket(new URLSearchParams(location.search).get("ws"), "echo");
+  echo.onopen = () => { window.echoExtensions = echo.extensions; };
+}
 </script></body></html>
 """
 
@@ -160,11 +165,15 @@ def test_a_page_of_an_allowed_origin_opens_its_websocket(other_origin, browser_f
     origin = re.match(r"(http://[^/]+)/", page).group(1)
     with running_server("--allowed-origins", origin) as server_url:
         driver = browser_factory()
-        driver.get(f"{page}?ws={ws_url(server_url)}")
+        driver.get(f"{page}?ws={ws_url(server_url)}&echo=1")
         wait_for(driver, lambda d: d.execute_script("return window.wsRecord.messages") >= 5, what="counter messages")
         record = driver.execute_script("return window.wsRecord")
         assert record["opened"] and record["closed"] is None, record
-        # Chromium offers permessage-deflate on every connection; the server accepts it.
-        assert record["extensions"].startswith("permessage-deflate"), record
+        # Chromium offers permessage-deflate on every connection. The server accepts it on
+        # protocols that may compress, and never on dumb-increment-protocol (as libwebsockets).
+        assert record["extensions"] == "", record
+        wait_for(driver, lambda d: d.execute_script("return window.echoExtensions") is not None, what="the echo socket")
+        echo_extensions = driver.execute_script("return window.echoExtensions")
+        assert echo_extensions.startswith("permessage-deflate"), echo_extensions
         assert refused_origins(server_url) == 0
         screenshot(driver, "other-origin-allowed")
