@@ -14,7 +14,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use support::Server;
+use support::{ChildGuard, Server};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 const LWS_CLIENT: &str = "/usr/bin/libwebsockets-test-client";
@@ -88,18 +88,20 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
     // Its log goes to a file: it logs every write, and a full pipe would stall it.
     let log_path = std::env::temp_dir().join(format!("lws-client-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut client = Command::new(LWS_CLIENT)
-        .args([
-            "127.0.0.1".to_string(),
-            format!("--port={}", server.addr.port()),
-            "-d".into(),
-            "15".into(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .expect("start libwebsockets-test-client");
+    let mut client = ChildGuard(
+        Command::new(LWS_CLIENT)
+            .args([
+                "127.0.0.1".to_string(),
+                format!("--port={}", server.addr.port()),
+                "-d".into(),
+                "15".into(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("start libwebsockets-test-client"),
+    );
 
     // Drawing commands from the libwebsockets client, as the observer sees them.
     let mut circles = Vec::new();
@@ -116,8 +118,7 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = client.kill();
-    client.wait().unwrap();
+    client.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     std::fs::remove_file(&log_path).ok();
 
@@ -156,23 +157,40 @@ async fn libwebsockets_test_client_talks_to_switchboard() {
 
 /// Runs `switchboard probe URL` to its end, for at most 10 s: (exit code, stdout, stderr).
 fn probe(url: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["probe", url, "--timeout", "3s"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn switchboard probe");
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["probe", url, "--timeout", "3s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard probe"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("switchboard probe {url} still running after 10 s");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let output = child.wait_with_output().expect("probe output");
+    let mut output = std::process::Output {
+        status: child.wait().expect("probe status"),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut output.stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut output.stderr)
+        .unwrap();
     (
         output.status.code().expect("the probe exited by itself"),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -193,19 +211,19 @@ fn our_probe_reads_libwebsockets_test_server_answers() {
         let free = TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap().port()
     };
-    let mut lws = Command::new(LWS_SERVER)
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start libwebsockets-test-server");
+    let mut lws = ChildGuard(
+        Command::new(LWS_SERVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start libwebsockets-test-server"),
+    );
     // Listening once a connection is accepted (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() >= deadline || lws.try_wait().unwrap().is_some() {
-            let _ = lws.kill();
-            let _ = lws.wait();
             panic!("libwebsockets-test-server did not listen on {port} within 10 s");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -215,8 +233,7 @@ fn our_probe_reads_libwebsockets_test_server_answers() {
     let (code, stdout, stderr) = probe(&page);
     let missing = format!("http://127.0.0.1:{port}/no-such-file");
     let (missing_code, missing_stdout, missing_stderr) = probe(&missing);
-    lws.kill().unwrap();
-    lws.wait().unwrap();
+    lws.stop();
 
     assert_eq!(code, 0, "stdout {stdout:?} stderr {stderr:?}");
     assert_eq!(stdout.trim(), "HTTP/1.1 200 OK");

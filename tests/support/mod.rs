@@ -278,3 +278,34 @@ pub fn run_to_exit(mut command: Command) -> (Option<i32>, String, String) {
     };
     (status.code(), out.join().unwrap(), err.join().unwrap())
 }
+
+/// A child process (a peer's test program) stopped by its PID when the guard is dropped, so a
+/// test that fails half-way does not leave it running.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Stops the child now and reaps it.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
