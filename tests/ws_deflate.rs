@@ -204,6 +204,40 @@ async fn compressed_text_that_is_not_utf8_closes_1007() {
     assert_eq!(close.close_code(), Some(1007));
 }
 
+/// The server answers with `client_no_context_takeover`; a client that keeps its compression
+/// context anyway sends a second message whose back-references point into the first. The server
+/// holds no window from the first message, so it must close with 1007, never echo a text made
+/// up of whatever its empty window held.
+#[tokio::test]
+async fn a_message_that_refers_to_the_previous_one_closes_1007() {
+    let server = Server::start(&[]);
+    let mut ws = RawWs::connect_with(server.addr, "/", &[OFFER]).await;
+    let text = chat_like_json(1024);
+    let mut context = Compress::new(Compression::default(), false);
+    let mut compress_with_context = |data: &[u8]| {
+        let mut out = Vec::with_capacity(data.len() + 1024);
+        context
+            .compress_vec(data, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    };
+    let first = compress_with_context(text.as_bytes());
+    ws.send(OutFrame::text(first).rsv(RSV1)).await;
+    assert_eq!(text_of(&ws.recv_skipping_pings(ANSWER).await), text);
+
+    let second = compress_with_context(text.as_bytes());
+    assert!(
+        second.len() < 64,
+        "it refers to the first: {}",
+        second.len()
+    );
+    ws.send(OutFrame::text(second).rsv(RSV1)).await;
+    let frame = ws.recv_skipping_pings(ANSWER).await;
+    assert_eq!(frame.close_code(), Some(1007), "{}", frame.describe());
+}
+
 #[tokio::test]
 async fn corrupt_compressed_data_closes_1007() {
     let server = Server::start(&[]);

@@ -4,6 +4,12 @@
 //! 64 KiB). The output is produced in steps of at most [`STEP`] bytes and the limit is checked
 //! after each, so a message that inflates past the limit fails when its output reaches the
 //! limit, not after it has been held in full.
+//!
+//! Every message gets a fresh inflater (the server asks for `client_no_context_takeover`), so a
+//! back-reference that points before the message's first byte is corrupt data. flate2 runs on
+//! its zlib backend (zlib-rs) because zlib checks that ("invalid distance too far back"); the
+//! miniz backend reads such a reference out of its zeroed window and yields NUL bytes instead of
+//! an error.
 
 use bytes::BytesMut;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -199,6 +205,24 @@ mod tests {
     fn garbage_is_corrupt() {
         assert!(matches!(
             Inflater::inflate_message(1000, &[0xff, 0xff, 0xff, 0xff, 0x00]),
+            Err(InflateError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_reference_before_the_message_is_corrupt() {
+        // Two messages compressed with one context: the second refers back into the first.
+        let text = b"a sentence long enough to be referred to later on, twice over".repeat(4);
+        let mut raw = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut first = Vec::with_capacity(1024);
+        raw.compress_vec(&text, &mut first, flate2::FlushCompress::Sync)
+            .unwrap();
+        let mut second = Vec::with_capacity(1024);
+        raw.compress_vec(&text, &mut second, flate2::FlushCompress::Sync)
+            .unwrap();
+        second.truncate(second.len() - 4);
+        assert!(matches!(
+            Inflater::inflate_message(1 << 20, &second),
             Err(InflateError::Corrupt(_))
         ));
     }
