@@ -6,12 +6,13 @@
 #   bench/compare.sh --reps 5   more repetitions
 #   bench/compare.sh --only rate100,lag100   only these loads (names as in the table's first column
 #                                            of results.tsv: bcast100 lag100 bcast1000 rate100
-#                                            rate1000 idle static echo)
+#                                            rate1000 idle static echo deflate tls)
 #
 # Prints the machine, then a table of medians with the ratio Switchboard / libwebsockets, and the
 # server CPU time per delivered message or request, then broadcast and echo over TLS (wss) against
-# plain ws. Every run's raw output is kept under
-# target/bench-compare/<time>/. See bench/README.md for what each figure means.
+# plain ws, and a chat-like broadcast with permessage-deflate against the same without it. Every
+# run's raw output is kept under target/bench-compare/<time>/. See bench/README.md for what each
+# figure means.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     -h | --help)
-        sed -n '2,13p' "$0"
+        sed -n '2,15p' "$0"
         exit 0
         ;;
     *)
@@ -44,9 +45,9 @@ done
 
 if [ "$QUICK" = 1 ]; then
     [ "$REPS" = 3 ] && REPS=1
-    DUR=3 WARM=1 IDLE_N=10000 IDLE_RATE=5000 HOLD=1 WRK_DUR=3
+    DUR=3 WARM=1 IDLE_N=10000 IDLE_RATE=5000 HOLD=1 WRK_DUR=3 FANOUT_MESSAGES=100
 else
-    DUR=10 WARM=2 IDLE_N=10000 IDLE_RATE=5000 HOLD=3 WRK_DUR=10
+    DUR=10 WARM=2 IDLE_N=10000 IDLE_RATE=5000 HOLD=3 WRK_DUR=10 FANOUT_MESSAGES=300
 fi
 
 # ---------------------------------------------------------------- machine and tools
@@ -217,7 +218,7 @@ per_unit_us() { # ticks count -> microseconds of server CPU per unit
     awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.3f", t / hz * 1e6 / n }'
 }
 
-server_pid() { case "$1" in switchboard) echo "$SB_PID" ;; switchboard-tls) echo "$SB_TLS_PID" ;; *) echo "$LWS_PID" ;; esac; }
+server_pid() { case "$1" in switchboard | switchboard-deflate) echo "$SB_PID" ;; switchboard-tls) echo "$SB_TLS_PID" ;; *) echo "$LWS_PID" ;; esac; }
 server_port() { case "$1" in switchboard) echo "$SB_PORT" ;; switchboard-tls) echo "$SB_TLS_PORT" ;; *) echo "$LWS_PORT" ;; esac; }
 
 # run_client LOAD SERVER REP -- client arguments: runs the load client, records its figures.
@@ -262,6 +263,12 @@ run_client() {
         [ "$(json_get "$json" failed)" != 0 ] && echo "$load $server rep $rep: failed = $(json_get "$json" failed)" >>"$PROBLEMS"
         [ "$(json_get "$json" open_after_hold)" != "$(json_get "$json" established)" ] &&
             echo "$load $server rep $rep: only $(json_get "$json" open_after_hold) of $(json_get "$json" established) still open after the hold" >>"$PROBLEMS"
+        ;;
+    fanout)
+        for k in negotiated deliveries bytes_per_delivery; do
+            record "$load" "$server" "$k" "$(json_get "$json" "$k")"
+        done
+        record "$load" "$server" cpu_us "$(json_get "$json" server_cpu_us_per_delivery)"
         ;;
     echo*)
         for k in messages_per_s p50_ms p99_ms p999_ms; do
@@ -372,11 +379,25 @@ wanted echo && for rep in $(seq "$REPS"); do
         sleep 1
     done
 done
+# permessage-deflate: one publisher sends 1 KiB chat-like JSON messages at 100/s to a mirror
+# room of 1,000 members that all offer compression, or none of them, on the same Switchboard.
+# The server's CPU per delivery is read by the client around the messages only (not the
+# connecting); members count bytes on the wire without inflating.
+wanted deflate && for rep in $(seq "$REPS"); do
+    for server in switchboard switchboard-deflate; do
+        offer=()
+        [ "$server" = switchboard-deflate ] && offer=(--deflate)
+        printf '  fanout 1 KiB JSON to 1000 members, %s, rep %s\n' "$server" "$rep"
+        run_client fanout "$server" "$rep" -- fanout --url "ws://127.0.0.1:$SB_PORT/" \
+            -n 1000 -m "$FANOUT_MESSAGES" --rate 100 --server-pid "$SB_PID" "${offer[@]}"
+        sleep 1
+    done
+done
 # The same broadcast and echo loads over TLS (wss), against a Switchboard started with
 # --tls-cert/--tls-key, to compare with the plain figures above.
 stop_pid "$LWS_PID"
-start_switchboard_tls
-for rep in $(seq "$REPS"); do
+wanted tls && start_switchboard_tls
+wanted tls && for rep in $(seq "$REPS"); do
     printf '  broadcast K=1000 over wss, switchboard rep %s\n' "$rep"
     run_client bcast1000 switchboard-tls "$rep" -- broadcast --url "wss://127.0.0.1:$SB_TLS_PORT/" \
         --ca-cert "$TLS_DIR/ca.pem" "${COMMON[@]}" --drain 2 --drain-max 30 -k 1000 -p 1 --size 64 --max-lag 1000
@@ -428,20 +449,25 @@ L="echo C=50 W=1, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo1 "$m" "$L"; done
 L="echo C=50 W=16, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo16 "$m" "$L"; done
+row_vs() { # load server-a server-b metric label: one Switchboard variant against another
+    local a b ratio
+    a=$(median "$1" "$2" "$4")
+    b=$(median "$1" "$3" "$4")
+    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')
+    printf '%-36s %-30s %14s %14s %8s\n' "$5" "$4" "$a" "$b" "$ratio"
+}
 echo
 echo "== TLS: Switchboard over wss vs plain ws (ratio = wss / ws)"
 printf '%-36s %-30s %14s %14s %8s\n' load figure wss ws ratio
-row_tls() { # load metric label
-    local a b ratio
-    a=$(median "$1" switchboard-tls "$2")
-    b=$(median "$1" switchboard "$2")
-    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')
-    printf '%-36s %-30s %14s %14s %8s\n' "$3" "$2" "$a" "$b" "$ratio"
-}
 L="broadcast K=1000, 64 B, max speed"
-for m in deliveries_per_s p50_ms p99_ms loss order_violations cpu_us client_cpu_s; do row_tls bcast1000 "$m" "$L"; done
+for m in deliveries_per_s p50_ms p99_ms loss order_violations cpu_us client_cpu_s; do row_vs bcast1000 switchboard-tls switchboard "$m" "$L"; done
 L="echo C=50 W=16, 64 B"
-for m in messages_per_s p50_ms p99_ms cpu_us; do row_tls echo16 "$m" "$L"; done
+for m in messages_per_s p50_ms p99_ms cpu_us; do row_vs echo16 switchboard-tls switchboard "$m" "$L"; done
+echo
+echo "== permessage-deflate: 1 KiB chat-like JSON to 1,000 members (ratio = deflate / plain)"
+printf '%-36s %-30s %14s %14s %8s\n' load figure deflate plain ratio
+L="fanout K=1000, 1 KiB JSON, 100 msg/s"
+for m in negotiated deliveries bytes_per_delivery cpu_us; do row_vs fanout switchboard-deflate switchboard "$m" "$L"; done
 echo
 echo "cpu_us: server CPU time (utime+stime from /proc/PID/stat, CLK_TCK=$CLK_TCK) over the whole run"
 echo "        divided by the messages the client received (subscribers + publishers' own copies),"

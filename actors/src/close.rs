@@ -74,11 +74,8 @@ impl CloseError {
                 // The decoder reports non-zero reserved bits as InvalidData.
                 CloseError::Protocol(io.to_string())
             }
-            // actix-web-actors reports a text frame that is not UTF-8 as an `Other` I/O error
-            // carrying the `Utf8Error` text; any other I/O error comes from the socket.
-            ProtocolError::Io(io) if io.to_string().contains("utf-8") => CloseError::InvalidUtf8,
-            // The frame guard refuses an over-long frame as a payload overflow.
-            ProtocolError::Io(io) if io.to_string().contains("size limit") => CloseError::TooBig,
+            // Any other I/O error comes from the socket (`crate::inbound` maps the frame
+            // guard's refusal to `Overflow`; text is checked as UTF-8 by the assembler).
             ProtocolError::Io(_) => return None,
             other => CloseError::Protocol(other.to_string()),
         })

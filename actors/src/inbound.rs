@@ -72,8 +72,12 @@ where
             }
             match Pin::new(&mut this.input).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => this.buffer.extend_from_slice(&chunk),
+                // The frame guard refuses an over-long frame before it is buffered.
+                Poll::Ready(Some(Err(PayloadError::Overflow))) => {
+                    return Poll::Ready(Some(Err(ProtocolError::Overflow)));
+                }
+                // Anything else is the socket failing (see `CloseError::from_decoder`).
                 Poll::Ready(Some(Err(err))) => {
-                    // The same shape as actix-web-actors' (see `CloseError::from_decoder`).
                     return Poll::Ready(Some(Err(ProtocolError::Io(io::Error::other(
                         err.to_string(),
                     )))));
