@@ -239,7 +239,7 @@ run_client() {
         return 0
     fi
     case "$load" in
-    bcast* | rate*)
+    bcast* | lag* | rate*)
         local rt po all
         rt=$(json_get "$json" received_total)
         po=$(json_get "$json" publisher_own_copies)

@@ -1179,6 +1179,8 @@ fn a_bad_config_file_stops_the_server_with_status_2_naming_the_key() {
     assert_config_refused(r#"{"health-path": "healthz"}"#, &["health-path"]);
     assert_config_refused("bind = 127.0.0.1:7681", &["not JSON"]);
     assert_config_refused(r#"["max-connections", 3]"#, &["JSON object"]);
+    // A bare number is seconds; a write window of seconds would hold every broadcast that long.
+    assert_config_refused(r#"{"write-coalesce": "10"}"#, &["write-coalesce", "10ms"]);
 }
 
 // ---------------------------------------------------------------------------------------------

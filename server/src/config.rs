@@ -88,8 +88,9 @@ pub struct Config {
     /// Under heavy load (a worker delivering over 100,000 broadcast frames a second, until a
     /// second after that stops), a worker writes broadcasts to each socket once per this window,
     /// so that the messages arriving within it share one write. Below that load every broadcast
-    /// is written at the end of the event-loop turn that queued it. 0: always.
-    #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "10ms", value_parser = parse_duration)]
+    /// is written at the end of the event-loop turn that queued it. 0: always. At most 1s
+    /// (a bare number is seconds, so `10` is refused: `10ms` is meant).
+    #[arg(long, env = "SWITCHBOARD_WRITE_COALESCE", default_value = "10ms", value_parser = parse_write_window)]
     pub write_coalesce: Duration,
 
     /// dumb-increment-protocol: interval between counter messages.
@@ -255,6 +256,21 @@ fn parse_path(text: &str) -> Result<String, String> {
     } else {
         Err(format!("`{text}` is not an absolute path like /healthz"))
     }
+}
+
+/// The longest write window: a message may wait up to one and a half windows for its write, so
+/// a window of seconds would hold every broadcast that long (a bare `10` is ten seconds).
+const MAX_WRITE_WINDOW: Duration = Duration::from_secs(1);
+
+/// `--write-coalesce`: a duration of at most [`MAX_WRITE_WINDOW`].
+fn parse_write_window(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window > MAX_WRITE_WINDOW {
+        return Err(format!(
+            "`{text}` is {window:?}: a write window is at most 1s (milliseconds are written `10ms`)"
+        ));
+    }
+    Ok(window)
 }
 
 /// A rate or burst: a positive, finite number.
