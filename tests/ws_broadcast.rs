@@ -356,14 +356,14 @@ async fn a_member_closing_mid_stream_gets_its_close_answer_last() {
 }
 
 /// `--write-coalesce` applies only when the load chooses it: at light load every broadcast goes
-/// out at the end of the turn that queued it, even one right after another and with a window of
-/// two seconds (the window only applies above `BUSY_DELIVERIES_PER_S`, see `flush.rs`, whose
+/// out at the end of the turn that queued it, even one right after another and with the longest
+/// window allowed, a second (the window only applies above `BUSY_DELIVERIES_PER_S`, see `flush.rs`, whose
 /// unit tests cover the windowed passes). Before the load chose it, every broadcast but the
 /// first after a quiet window waited for its member's next pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn light_broadcasts_go_out_at_once_whatever_the_window() {
-    let window = Duration::from_secs(2);
-    let server = Server::start(&["--workers", "1", "--write-coalesce", "2s"]);
+    let window = Duration::from_secs(1);
+    let server = Server::start(&["--workers", "1", "--write-coalesce", "1s"]);
     let mut sender = join(&server, Some("window")).await;
     let mut member = join(&server, Some("window")).await;
 
