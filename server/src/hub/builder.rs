@@ -163,9 +163,10 @@ impl HubBuilder {
     /// Under heavy load (a worker delivering over 100,000 broadcast frames a second), a worker
     /// writes broadcasts to each socket at most once per this window, so that many small
     /// messages leave in few writes; below that load, at the end of the event-loop turn that
-    /// queued them. Default 10 ms (`--write-coalesce`).
+    /// queued them. Default 10 ms (`--write-coalesce`). At most one second (a longer window
+    /// is taken as one second): a message may wait up to one and a half windows.
     pub fn write_coalesce(mut self, window: Duration) -> Self {
-        self.session.write_coalesce = window;
+        self.session.write_coalesce = window.min(Duration::from_secs(1));
         self
     }
 
