@@ -5,6 +5,8 @@
 //! replaced by an overflow error and the stream ends. Checked against a reference that reads
 //! the headers from the whole stream at once.
 //!
+//! Compressed messages (permessage-deflate): see [`compressed`].
+//!
 //! Assembler: a message sent in any fragments comes out equal to what was sent; one over the
 //! limit is refused as too big at the fragment that passes it; text that is valid UTF-8 is
 //! accepted wherever it is cut, and invalid text is refused at the first fragment after which
@@ -30,15 +32,118 @@ use switchboard_actors::{
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok(guard_first) = u.arbitrary::<bool>() else {
-        return;
-    };
-    if guard_first {
-        frame_guard(&mut u);
-    } else {
-        assembler(&mut u);
+    match u.int_in_range(0u8..=2) {
+        Ok(0) => frame_guard(&mut u),
+        Ok(1) => assembler(&mut u),
+        Ok(_) => compressed(&mut u),
+        Err(_) => {}
     }
 });
+
+/// A compressed message (RSV1 on its first frame), in any fragments: arbitrary bytes, or a
+/// valid deflate stream of arbitrary data. Whatever comes in, the assembler answers a message of
+/// at most `max` bytes or refuses it as corrupt, too big or (text) not UTF-8; a valid stream of
+/// data within the limit comes out equal to the data.
+fn compressed(u: &mut Unstructured) {
+    let (Ok(max), Ok(is_text), Ok(valid)) = (
+        u.int_in_range(0usize..=4096),
+        u.arbitrary::<bool>(),
+        u.arbitrary::<bool>(),
+    ) else {
+        return;
+    };
+    let original: Vec<u8> = u.arbitrary().unwrap_or_default();
+    let wire = if valid {
+        deflate(&original)
+    } else {
+        original.clone()
+    };
+    let mut assembler = Assembler::new(max);
+    let mut rest = &wire[..];
+    let mut first = true;
+    let outcome = loop {
+        // With the fuzzer's input used up, the rest goes as one piece (an empty input would
+        // otherwise cut empty pieces forever).
+        let take = if u.is_empty() {
+            rest.len()
+        } else {
+            u.int_in_range(0..=rest.len()).unwrap_or(rest.len())
+        };
+        let (piece, after) = rest.split_at(take);
+        rest = after;
+        let piece = Bytes::copy_from_slice(piece);
+        let item = match (first, rest.is_empty()) {
+            (true, _) if is_text => Item::FirstText(piece),
+            (true, _) => Item::FirstBinary(piece),
+            (false, true) => Item::Last(piece),
+            (false, false) => Item::Continue(piece),
+        };
+        let result = assembler.push(item, first);
+        first = false;
+        match result {
+            Err(err) => break Err(err),
+            Ok(None) if rest.is_empty() => {
+                break assembler
+                    .push(Item::Last(Bytes::new()), false)
+                    .map(Option::unwrap)
+            }
+            Ok(None) => {}
+            Ok(Some(message)) => break Ok(message),
+        }
+    };
+    match outcome {
+        Ok(message) => {
+            let bytes: &[u8] = match &message {
+                Message::Text(text) => text.as_bytes(),
+                Message::Binary(data) => data,
+            };
+            assert!(
+                bytes.len() <= max,
+                "{} bytes past the limit {max}",
+                bytes.len()
+            );
+            if valid {
+                assert_eq!(bytes, &original[..], "a valid stream inflates to its data");
+            }
+        }
+        Err(CloseError::TooBig) if valid => {
+            assert!(
+                original.len() > max,
+                "valid data within the limit was refused"
+            )
+        }
+        Err(CloseError::BadCompression) if valid => panic!("a valid deflate stream was refused"),
+        Err(CloseError::BadCompression | CloseError::TooBig) => {}
+        Err(CloseError::InvalidUtf8) => {
+            assert!(is_text);
+            if valid {
+                assert!(
+                    std::str::from_utf8(&original).is_err(),
+                    "valid text was refused"
+                );
+            }
+        }
+        Err(other) => panic!("unexpected refusal of a compressed message: {other:?}"),
+    }
+}
+
+/// A message compressed as RFC 7692 says: raw deflate, sync flush, the 4-byte trailer removed.
+fn deflate(data: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut raw = Compress::new(Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    loop {
+        let consumed = raw.total_in() as usize;
+        raw.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .expect("deflate");
+        if raw.total_in() as usize == data.len() && out.ends_with(&[0, 0, 0xff, 0xff]) {
+            break;
+        }
+        out.reserve(out.capacity().max(64));
+    }
+    out.truncate(out.len() - 4);
+    out
+}
 
 /// Where the reference sees the first over-long frame's header end: the index of its last byte.
 fn reference_trip(bytes: &[u8], max_frame: u64) -> Option<usize> {
@@ -236,7 +341,7 @@ fn assembler(u: &mut Unstructured) {
         if kind == 0 {
             let item = Item::Continue(Bytes::from_static(b"x"));
             let was_in_progress = assembler.in_progress();
-            let result = assembler.push(item);
+            let result = assembler.push(item, false);
             if !was_in_progress {
                 assert!(matches!(result, Err(CloseError::Protocol(_))));
             }
@@ -283,7 +388,7 @@ fn assembler(u: &mut Unstructured) {
             };
             let one_fragment = i == 0 && last;
             let want = expect(&data, end, last && !one_fragment, is_text, max);
-            let got = assembler.push(item);
+            let got = assembler.push(item, false);
             match (&want, got) {
                 (Expect::More, Ok(None)) => {}
                 (Expect::Done, Ok(Some(message))) => {
@@ -309,7 +414,7 @@ fn assembler(u: &mut Unstructured) {
                 // A first fragment that is also the last cut: close the message with an empty
                 // last fragment.
                 let want = expect(&data, end, true, is_text, max);
-                let got = assembler.push(Item::Last(Bytes::new()));
+                let got = assembler.push(Item::Last(Bytes::new()), false);
                 match (&want, got) {
                     (Expect::Done, Ok(Some(message))) => {
                         let bytes = match message {
@@ -333,9 +438,11 @@ fn assembler(u: &mut Unstructured) {
         );
         // A new data frame in the middle of a message is a protocol error.
         if u.ratio(1, 8).unwrap_or(false) {
-            assembler.push(Item::FirstBinary(Bytes::new())).unwrap();
+            assembler
+                .push(Item::FirstBinary(Bytes::new()), false)
+                .unwrap();
             assert!(matches!(
-                assembler.push(Item::FirstText(Bytes::new())),
+                assembler.push(Item::FirstText(Bytes::new()), false),
                 Err(CloseError::Protocol(_))
             ));
             assembler = Assembler::new(max);
