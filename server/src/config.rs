@@ -259,8 +259,9 @@ fn parse_path(text: &str) -> Result<String, String> {
 }
 
 /// The longest write window: a message may wait up to one and a half windows for its write, so
-/// a window of seconds would hold every broadcast that long (a bare `10` is ten seconds).
-const MAX_WRITE_WINDOW: Duration = Duration::from_secs(1);
+/// a window of seconds would hold every broadcast that long (a bare `10` is ten seconds). The
+/// hub builder caps its window at the same.
+pub(crate) const MAX_WRITE_WINDOW: Duration = Duration::from_secs(1);
 
 /// `--write-coalesce`: a duration of at most [`MAX_WRITE_WINDOW`].
 fn parse_write_window(text: &str) -> Result<Duration, String> {

@@ -166,7 +166,7 @@ impl HubBuilder {
     /// queued them. Default 10 ms (`--write-coalesce`). At most one second (a longer window
     /// is taken as one second): a message may wait up to one and a half windows.
     pub fn write_coalesce(mut self, window: Duration) -> Self {
-        self.session.write_coalesce = window.min(Duration::from_secs(1));
+        self.session.write_coalesce = window.min(crate::config::MAX_WRITE_WINDOW);
         self
     }
 
