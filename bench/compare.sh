@@ -420,12 +420,16 @@ median() { # load server metric -> median over the repetitions, or -
         }'
 }
 
-row() { # load metric label
+row_vs() { # load server-a server-b metric label: medians of a and b, and a / b
     local a b ratio
-    a=$(median "$1" switchboard "$2")
-    b=$(median "$1" libwebsockets "$2")
+    a=$(median "$1" "$2" "$4")
+    b=$(median "$1" "$3" "$4")
     ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')
-    printf '%-36s %-30s %14s %14s %8s\n' "$3" "$2" "$a" "$b" "$ratio"
+    printf '%-36s %-30s %14s %14s %8s\n' "$5" "$4" "$a" "$b" "$ratio"
+}
+
+row() { # load metric label: Switchboard against libwebsockets
+    row_vs "$1" switchboard libwebsockets "$2" "$3"
 }
 
 echo
@@ -449,13 +453,6 @@ L="echo C=50 W=1, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo1 "$m" "$L"; done
 L="echo C=50 W=16, 64 B"
 for m in messages_per_s p50_ms p99_ms p999_ms cpu_us; do row echo16 "$m" "$L"; done
-row_vs() { # load server-a server-b metric label: one Switchboard variant against another
-    local a b ratio
-    a=$(median "$1" "$2" "$4")
-    b=$(median "$1" "$3" "$4")
-    ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }')
-    printf '%-36s %-30s %14s %14s %8s\n' "$5" "$4" "$a" "$b" "$ratio"
-}
 echo
 echo "== TLS: Switchboard over wss vs plain ws (ratio = wss / ws)"
 printf '%-36s %-30s %14s %14s %8s\n' load figure wss ws ratio
